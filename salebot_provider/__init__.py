@@ -1,0 +1,66 @@
+"""Apache Airflow provider for Salebot, the chatbot builder and CRM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's provider discovery (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-provider-salebot",
+        "name": "Salebot",
+        "description": "Salebot chatbot builder and CRM: the whole API as a hook, and an offline emulator.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": "salebot",
+                "hook-class-name": "salebot_provider.hooks.salebot.SalebotHook",
+                "hook-name": "Salebot",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port", "extra"],
+                    "relabeling": {"password": "API key", "host": "Base URL"},
+                    "placeholders": {
+                        "host": "https://chatter.salebot.pro",
+                        "password": "Project settings -> Integrations -> API keys",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                        "description": "Seconds to wait for a connection and for a reply.",
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"], "default": 3},
+                        "description": "Retries of a failed call; a send only when surely not processed.",
+                    },
+                    "backoff_factor": {
+                        "label": "Backoff factor (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 1},
+                        "description": "The first retry waits about this long, then doubling, with jitter.",
+                    },
+                    "rate_limit": {
+                        "label": "Rate limit (requests per second)",
+                        "schema": {"type": ["number", "null"]},
+                        "description": "Shared by all calls of one hook; empty for no limit.",
+                    },
+                    "verify": {
+                        "label": "Verify TLS",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "Check the server's TLS certificate.",
+                    },
+                    "timezone": {
+                        "label": "Time zone",
+                        "schema": {"type": ["string", "null"], "default": "Europe/Moscow"},
+                        "description": "The zone datetimes given as send_time are converted to.",
+                    },
+                },
+            }
+        ],
+    }

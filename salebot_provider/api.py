@@ -1,0 +1,1362 @@
+"""What the Salebot API is: the action table, request building and reply judging, with no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from numbers import Integral, Real
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pendulum
+
+from salebot_provider.exceptions import (
+    SalebotAPIError,
+    SalebotConnectionError,
+    SalebotError,
+    SalebotNotFoundError,
+    SalebotPermissionError,
+    SalebotValidationError,
+)
+
+DEFAULT_BASE_URL = "https://chatter.salebot.pro"
+DEFAULT_TIMEZONE = "Europe/Moscow"
+SEND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+HISTORY_DATE_FORMAT = "%d.%m.%Y"
+#: Chunk size for list parameters whose per-request limit the vendor does not document.
+DEFAULT_CHUNK_SIZE = 500
+
+#: The five permissions a key can hold, with the label of the key settings screen (Интеграции).
+PERMISSIONS: Mapping[str, str] = {
+    "clients_read": "Разрешение на чтение информации о клиентах",
+    "clients_write": "Разрешение на изменение/удаление информации о клиентах",
+    "clients_delete": "Разрешение на удаление клиентов",
+    "crm_read": "Разрешение на чтение информации из CRM",
+    "crm_write": "Разрешение на изменение/удаление информации из CRM",
+}
+PERMISSION_TEXT: Mapping[str, str] = {
+    "clients_read": "read client information",
+    "clients_write": "change client information",
+    "clients_delete": "delete clients",
+    "crm_read": "read CRM information",
+    "crm_write": "change CRM information",
+}
+
+ATTACHMENT_TYPES = ("image", "video", "link", "file", "audio")
+_ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_DIGITS = re.compile(r"^\d+$")
+_ORDER_NOT_FOUND = re.compile(r"^order( \d+)? not found$")
+_KEY_IN_PATH = re.compile(r"/api/[^/\s?#\"']+/")
+
+
+@dataclass(frozen=True)
+class Param:
+    """
+    One parameter of an action, named as the vendor names it.
+
+    :param name: the API's name of the parameter.
+    :param kind: the shape of the value (a key of ``_CHECKS``).
+    :param required: whether the action needs it.
+    :param doc: a short description.
+    :param choices: the allowed values, if the API has a fixed set.
+    :param minimum: the smallest allowed number.
+    :param maximum: the largest allowed number.
+    :param max_items: the most items one request may carry (documented per-request limit).
+    """
+
+    name: str
+    kind: str
+    required: bool = False
+    doc: str = ""
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_items: int | None = None
+
+
+Rule = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Action:
+    """
+    One Salebot API action: how to call it and how to treat a failure.
+
+    :param name: the action, the last segment of ``/api/{key}/{action}``.
+    :param method: ``GET`` (parameters in the query string) or ``POST`` (a JSON body).
+    :param permission: the key permission the action needs (a key of ``PERMISSIONS``).
+    :param idempotent: whether doing it twice leaves the same result as once and messages nobody;
+        only such actions are retried after a timeout or a 5xx.
+    :param group: the vendor's section the action belongs to.
+    :param summary: one line saying what it does.
+    :param params: the parameters, in the vendor's order.
+    :param rules: checks across parameters, run after each parameter is checked on its own.
+    :param extra: whether additional body fields are accepted and saved as client variables.
+    :param body_param: the parameter whose value is the whole body (a JSON array) or query string.
+    :param chunk_param: the list parameter that the chunked helper splits.
+    """
+
+    name: str
+    method: str
+    permission: str
+    idempotent: bool
+    group: str
+    summary: str
+    params: tuple[Param, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    extra: bool = False
+    body_param: str | None = None
+    chunk_param: str | None = None
+    param_map: Mapping[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_map", {p.name: p for p in self.params})
+
+    @property
+    def chunk_limit(self) -> int | None:
+        """The documented per-request limit of ``chunk_param``, if the vendor gives one."""
+        return self.param_map[self.chunk_param].max_items if self.chunk_param else None
+
+
+@dataclass(frozen=True)
+class Request:
+    """
+    A request ready to send, without the key: the transports add it to the path.
+
+    :param action: the action name.
+    :param method: ``GET`` or ``POST``.
+    :param query: query-string parameters (GET).
+    :param body: the JSON body, already encoded (POST).
+    """
+
+    action: str
+    method: str
+    query: dict[str, str] | None = None
+    body: bytes | None = None
+
+    @property
+    def display_path(self) -> str:
+        """The path as it may be shown anywhere: the key is always ``***``."""
+        return f"/api/***/{self.action}"
+
+    def url(self, base_url: str, api_key: str) -> str:
+        """
+        The real URL. It holds the key: never log or show it.
+
+        :param base_url: the service's base URL, without a trailing slash.
+        :param api_key: the API key.
+        """
+        return f"{base_url}/api/{quote(api_key, safe='')}/{self.action}"
+
+
+# ---------------------------------------------------------------------------------- value checks
+
+
+def _label(name: str) -> str:
+    """Name a parameter as the caller knows it: ``list`` is ``list_id`` in Python."""
+    return "list (list_id)" if name == "list" else name
+
+
+def _fail(action: str, message: str) -> SalebotValidationError:
+    return SalebotValidationError(f"Salebot {action}: {message}", action=action)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_id(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        if value < 0:
+            raise _fail(action, f"parameter '{name}' must be a non-negative id; got {value}")
+        return int(value)
+    if isinstance(value, str) and _DIGITS.match(value):
+        return value
+    raise _fail(
+        action, f"parameter '{name}' must be an integer id (or a string of digits); got {_shown(value)}"
+    )
+
+
+def _check_text(action: str, name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise _fail(action, f"parameter '{name}' must be a string; got {_shown(value)}")
+    return value
+
+
+def _check_key(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise _fail(action, f"parameter '{name}' must be a non-empty string or an integer; got {_shown(value)}")
+
+
+def _check_scalar(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, str | bool):
+        return value
+    if _is_number(value):
+        return int(value) if isinstance(value, Integral) else float(value)
+    raise _fail(action, f"parameter '{name}' must be a string or a number; got {_shown(value)}")
+
+
+def _check_number(action: str, name: str, value: Any) -> Any:
+    if not _is_number(value) or not math.isfinite(value):
+        raise _fail(action, f"parameter '{name}' must be a number; got {_shown(value)}")
+    return int(value) if isinstance(value, Integral) else float(value)
+
+
+def _check_seconds(action: str, name: str, value: Any) -> Any:
+    number = _check_number(action, name, value)
+    if number < 0:
+        raise _fail(action, f"parameter '{name}' must be a non-negative number of seconds; got {number}")
+    return number
+
+
+def _check_bool(action: str, name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise _fail(action, f"parameter '{name}' must be True or False; got {_shown(value)}")
+    return value
+
+
+def _check_send_time(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            dt.datetime.strptime(value, SEND_TIME_FORMAT)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise _fail(
+        action,
+        f"parameter '{name}' must be a datetime or a string like '2024-10-16 13:15:59' "
+        f"(format {SEND_TIME_FORMAT}); got {_shown(value)}",
+    )
+
+
+def _check_date(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.strftime(HISTORY_DATE_FORMAT)
+    if isinstance(value, str):
+        try:
+            dt.datetime.strptime(value, HISTORY_DATE_FORMAT)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise _fail(action, f"parameter '{name}' must be a date or a 'dd.mm.yyyy' string; got {_shown(value)}")
+
+
+def _as_list(action: str, name: str, value: Any) -> list[Any]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence | set | frozenset):
+        raise _fail(action, f"parameter '{name}' must be a list; got {_shown(value)}")
+    if not value:
+        raise _fail(action, f"parameter '{name}' must not be empty")
+    return list(value)
+
+
+def _check_ids(action: str, name: str, value: Any, start: int = 0) -> Any:
+    return [
+        _check_id(action, f"{name}[{i}]", item) for i, item in enumerate(_as_list(action, name, value), start)
+    ]
+
+
+def _check_keys(action: str, name: str, value: Any, start: int = 0) -> Any:
+    return [
+        _check_key(action, f"{name}[{i}]", item)
+        for i, item in enumerate(_as_list(action, name, value), start)
+    ]
+
+
+def _check_names(action: str, name: str, value: Any, start: int = 0) -> Any:
+    items = _as_list(action, name, value)
+    for i, item in enumerate(items, start):
+        if not isinstance(item, str) or not item:
+            raise _fail(
+                action, f"parameter '{name}[{i}]' must be a variable name (a string); got {_shown(item)}"
+            )
+    return items
+
+
+def _check_mapping(action: str, name: str, value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise _fail(action, f"parameter '{name}' must be a mapping of names to values; got {_shown(value)}")
+    if not value:
+        raise _fail(action, f"parameter '{name}' must not be empty")
+    for key in value:
+        if not isinstance(key, str) or not key:
+            raise _fail(action, f"parameter '{name}' has a key that is not a non-empty string: {_shown(key)}")
+    return dict(value)
+
+
+def _check_buttons(action: str, name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    raise _fail(
+        action, f"parameter '{name}' must be a dict with 'buttons' or a list of buttons; got {_shown(value)}"
+    )
+
+
+def check_client_item(action: str, name: str, item: Any) -> dict[str, Any]:
+    """
+    Check one item of ``load_clients``: ``platform_id``, ``group_id`` and ``client_type``.
+
+    :param action: the action, for the error message.
+    :param name: how to name the item in the error, e.g. ``clients[3]``.
+    :param item: the item.
+    :return: the item as a plain dict.
+    :raises SalebotValidationError: naming the item and the field.
+    """
+    if not isinstance(item, Mapping):
+        raise _fail(action, f"parameter '{name}' must be a dict with platform_id, group_id, client_type")
+    for key in ("platform_id", "group_id", "client_type"):
+        if item.get(key) is None:
+            raise _fail(
+                action, f"parameter '{name}' lacks '{key}' (platform_id, group_id, client_type are required)"
+            )
+    _check_key(action, f"{name}.platform_id", item["platform_id"])
+    if not (item["group_id"] == "" or isinstance(item["group_id"], str | Integral)):
+        raise _fail(
+            action,
+            f"parameter '{name}.group_id' must be a string or an integer; got {_shown(item['group_id'])}",
+        )
+    _check_id(action, f"{name}.client_type", item["client_type"])
+    return {
+        k: (int(v) if isinstance(v, Integral) and not isinstance(v, bool) else v) for k, v in item.items()
+    }
+
+
+def _check_items(action: str, name: str, value: Any, start: int = 0) -> Any:
+    return [
+        check_client_item(action, f"{name}[{i}]", item)
+        for i, item in enumerate(_as_list(action, name, value), start)
+    ]
+
+
+_CHECKS: Mapping[str, Callable[..., Any]] = {
+    "id": _check_id,
+    "text": _check_text,
+    "key": _check_key,
+    "scalar": _check_scalar,
+    "number": _check_number,
+    "seconds": _check_seconds,
+    "bool": _check_bool,
+    "send_time": _check_send_time,
+    "date": _check_date,
+    "ids": _check_ids,
+    "keys": _check_keys,
+    "names": _check_names,
+    "mapping": _check_mapping,
+    "buttons": _check_buttons,
+    "items": _check_items,
+}
+
+
+# ---------------------------------------------------------------------------------- cross-field rules
+
+
+def _exactly_one(*names: str) -> Rule:
+    def rule(action: str, params: dict[str, Any]) -> None:
+        given = [_label(n) for n in names if n in params]
+        if len(given) != 1:
+            found = f"got {', '.join(given)}" if given else "got none"
+            raise _fail(action, f"give exactly one of {', '.join(map(_label, names))}; {found}")
+
+    return rule
+
+
+def _at_least_one(*names: str) -> Rule:
+    def rule(action: str, params: dict[str, Any]) -> None:
+        if not any(n in params for n in names):
+            raise _fail(action, f"give at least one of {', '.join(names)}")
+
+    return rule
+
+
+def _attachment(action: str, params: dict[str, Any]) -> None:
+    if ("attachment_url" in params) != ("attachment_type" in params):
+        raise _fail(
+            action, "parameters 'attachment_url' and 'attachment_type' go together: give both or neither"
+        )
+
+
+def _content(action: str, params: dict[str, Any]) -> None:
+    if not any(n in params for n in ("message", "attachment_url", "message_id")):
+        raise _fail(
+            action, "give 'message', an attachment (attachment_type + attachment_url), or 'message_id'"
+        )
+
+
+def _schedule(action: str, params: dict[str, Any]) -> None:
+    if "time_shift" in params and "send_time" in params:
+        raise _fail(
+            action, "give 'time_shift' or 'send_time', not both (Salebot would silently use time_shift)"
+        )
+
+
+def _broadcast_audience(action: str, params: dict[str, Any]) -> None:
+    _exactly_one("list", "clients", "platform_ids")(action, params)
+    if "platform_ids" in params and "group_id" not in params:
+        raise _fail(action, "parameter 'group_id' is required with 'platform_ids'")
+    if "group_id" in params and "platform_ids" not in params:
+        raise _fail(action, "parameter 'group_id' applies only with 'platform_ids'; Salebot would ignore it")
+
+
+def _history_dates(action: str, params: dict[str, Any]) -> None:
+    start, stop = params.get("start_date"), params.get("stop_date")
+    if (start is None) != (stop is None):
+        raise _fail(action, "parameters 'start_date' and 'stop_date' go together: give both or neither")
+    if start is not None and stop is not None and _parse_date(start) > _parse_date(stop):
+        raise _fail(action, f"'start_date' {start} is after 'stop_date' {stop}")
+
+
+def _reverse_without_list(action: str, params: dict[str, Any]) -> None:
+    if params.get("reverse") and "list" in params:
+        raise _fail(action, "parameter 'reverse' works only without list (list_id); Salebot would ignore it")
+
+
+def _one_to_three_variables(action: str, params: dict[str, Any]) -> None:
+    if len(params["variables"]) > 3:
+        raise _fail(
+            action, f"parameter 'variables' takes at most 3 name=value pairs; got {len(params['variables'])}"
+        )
+
+
+def _parse_date(text: str) -> dt.date:
+    return dt.datetime.strptime(text, HISTORY_DATE_FORMAT).date()
+
+
+# ---------------------------------------------------------------------------------- the table
+
+_CALLBACKS = "Starting bots (callbacks)"
+_MESSAGES = "Messages"
+_CLIENTS = "Clients"
+_VARIABLES = "Variables"
+_FIND = "Finding a client id"
+_ORDERS = "Deals (orders) in SalebotCRM"
+_OTHER = "Other"
+
+_SCHEDULE = (
+    Param("time_shift", "seconds", doc="send after this many seconds from now"),
+    Param("send_time", "send_time", doc="send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime)"),
+)
+_RESUME = Param("resume_bot", "bool", doc="True takes a paused bot off pause")
+_ATTACHMENT = (
+    Param("attachment_type", "text", choices=ATTACHMENT_TYPES, doc="how to show the file"),
+    Param("attachment_url", "text", doc="the file's URL"),
+)
+_MESSAGE_RULES: tuple[Rule, ...] = (_content, _attachment, _schedule)
+_CLIENT_ID = Param("client_id", "id", required=True, doc="the client's id in Salebot")
+_ORDER_ID = Param("order_id", "id", doc="the deal; the client's current deal when omitted")
+_VAR_VAL = (
+    Param("var", "text", required=True, doc="variable name"),
+    Param("val", "scalar", required=True, doc="variable value"),
+)
+
+
+def _callback(name: str, summary: str, *params: Param, rules: tuple[Rule, ...] = ()) -> Action:
+    return Action(
+        name,
+        "POST",
+        "clients_write",
+        False,
+        _CALLBACKS,
+        summary,
+        params=(*params, _RESUME, *_SCHEDULE),
+        rules=(*rules, _schedule),
+        extra=True,
+    )
+
+
+def _read(name: str, group: str, summary: str, *params: Param, method: str = "GET", **kw: Any) -> Action:
+    return Action(
+        name, method, kw.pop("permission", "clients_read"), True, group, summary, params=params, **kw
+    )
+
+
+ACTIONS: Mapping[str, Action] = {
+    a.name: a
+    for a in (
+        # ------------------------------------------------------------ starting bots (callbacks)
+        _callback(
+            "callback",
+            "Start a funnel for a client, or confirm an action on another site; the client does not see it.",
+            Param("client_id", "id", doc="the client's id in Salebot"),
+            Param("client_phone", "key", doc="find the client by phone"),
+            Param("client_email", "text", doc="find the client by email"),
+            Param("message", "text", doc="the callback text"),
+            rules=(_exactly_one("client_id", "client_phone", "client_email"),),
+        ),
+        _callback(
+            "vk_callback",
+            "Start a funnel for a VKontakte user.",
+            Param("message", "text", doc="the callback text"),
+            Param("user_id", "key", required=True, doc="VK user id"),
+            Param("group_id", "key", required=True, doc="VK group id"),
+        ),
+        _callback(
+            "whatsapp_callback",
+            "Start a WhatsApp bot for a phone number (after a sign-up or a lead form).",
+            Param("name", "text", doc="the client's name"),
+            Param("message", "text", doc="the callback text"),
+            Param("phone", "key", required=True, doc="the client's phone"),
+            Param("bot_id", "key", doc="the bot's identifier"),
+        ),
+        _callback(
+            "ok_callback",
+            "Start a funnel for an Odnoklassniki user.",
+            Param("name", "text", doc="the client's name"),
+            Param("message", "text", doc="the callback text"),
+            Param("user_id", "key", required=True, doc="Odnoklassniki user id"),
+            Param("group_id", "key", required=True, doc="Odnoklassniki group id"),
+        ),
+        _callback(
+            "tg_callback",
+            "Start a funnel for a Telegram user.",
+            Param("message", "text", doc="the callback text"),
+            Param("user_id", "key", required=True, doc="Telegram user id"),
+            Param("group_id", "key", required=True, doc="the bot's name (ends with 'bot')"),
+        ),
+        Action(
+            "send_callback_by_platform_id",
+            "POST",
+            "clients_write",
+            False,
+            _CALLBACKS,
+            "Send a callback to every client of the project whose platform_id is in the list.",
+            params=(
+                Param("platform_ids", "keys", required=True, max_items=300, doc="messenger ids"),
+                Param("callback_text", "text", required=True, doc="the callback text"),
+                Param("group_id", "key", doc="the bot's identifier"),
+                *_SCHEDULE,
+            ),
+            rules=(_schedule,),
+            chunk_param="platform_ids",
+        ),
+        _callback(
+            "email_callback",
+            "Start an email bot; finds the email client or creates it.",
+            Param("name", "text", doc="the client's name"),
+            Param("message", "text", doc="the callback text"),
+            Param("email", "text", required=True, doc="the client's email address"),
+            Param("email_id_bot", "text", doc="the bot's email address"),
+        ),
+        # ------------------------------------------------------------ messages
+        Action(
+            "message",
+            "POST",
+            "clients_write",
+            False,
+            _MESSAGES,
+            "Send a message to one client.",
+            params=(
+                _CLIENT_ID,
+                Param("message", "text", doc="the text; optional with an attachment or message_id"),
+                Param("message_id", "id", doc="a bot block to send"),
+                *_ATTACHMENT,
+                Param("buttons", "buttons", doc="buttons, with or without a hint"),
+                *_SCHEDULE,
+            ),
+            rules=_MESSAGE_RULES,
+        ),
+        Action(
+            "whatsapp_message",
+            "POST",
+            "clients_write",
+            False,
+            _MESSAGES,
+            "Send a message from a connected WhatsApp bot to a phone number.",
+            params=(
+                Param("phone", "key", required=True, doc="the recipient's phone"),
+                Param("whatsapp_bot_id", "key", doc="the bot, from 'messengers and chats'"),
+                Param("message", "text", doc="the text; optional with an attachment or message_id"),
+                Param("message_id", "id", doc="a bot block to send"),
+                *_ATTACHMENT,
+                *_SCHEDULE,
+            ),
+            rules=_MESSAGE_RULES,
+        ),
+        Action(
+            "broadcast",
+            "POST",
+            "clients_write",
+            False,
+            _MESSAGES,
+            "Start a mass mailing to a list, to client ids, or to messenger ids of one bot.",
+            params=(
+                Param("list", "id", doc="the list to mail"),
+                Param("clients", "ids", doc="client ids"),
+                Param("platform_ids", "keys", doc="messenger ids; needs group_id"),
+                Param("group_id", "key", doc="the bot, required with platform_ids"),
+                Param("message", "text", doc="the text"),
+                Param("message_id", "id", doc="a bot block to send"),
+                *_ATTACHMENT,
+                Param("buttons", "buttons", doc="buttons, with or without a hint"),
+                Param("shift", "seconds", doc="seconds between messages (Salebot's default 0.2)"),
+                *_SCHEDULE,
+            ),
+            rules=(_broadcast_audience, *_MESSAGE_RULES),
+        ),
+        _read(
+            "get_history",
+            _MESSAGES,
+            "Read a client's message history, optionally between two dates.",
+            _CLIENT_ID,
+            Param("limit", "id", minimum=1, maximum=2000, doc="at most 2000 (the default)"),
+            Param("start_date", "date", doc="first day (dd.mm.yyyy), with stop_date"),
+            Param("stop_date", "date", doc="last day (dd.mm.yyyy), with start_date"),
+            rules=(_history_dates,),
+        ),
+        Action(
+            "clear_history",
+            "GET",
+            "clients_write",
+            True,
+            _MESSAGES,
+            "Delete a client's message history.",
+            params=(_CLIENT_ID,),
+        ),
+        # ------------------------------------------------------------ clients
+        Action(
+            "assign_to_user",
+            "POST",
+            "clients_write",
+            False,
+            _CLIENTS,
+            "Assign a client to an employee; without email Salebot picks one.",
+            params=(_CLIENT_ID, Param("email", "text", doc="the employee's email")),
+        ),
+        Action(
+            "load_clients",
+            "POST",
+            "clients_write",
+            False,
+            _CLIENTS,
+            "Import clients; each item gets its own status and id.",
+            params=(
+                Param("clients", "items", required=True, doc="items with platform_id, group_id, client_type"),
+            ),
+            body_param="clients",
+            chunk_param="clients",
+        ),
+        Action(
+            "add_to_list",
+            "POST",
+            "clients_write",
+            False,
+            _CLIENTS,
+            "Add clients to a list.",
+            params=(
+                Param("list_id", "id", required=True, doc="the list"),
+                Param("clients", "ids", required=True, doc="client ids"),
+            ),
+            chunk_param="clients",
+        ),
+        Action(
+            "remove_from_list",
+            "POST",
+            "clients_write",
+            False,
+            _CLIENTS,
+            "Remove clients from a list.",
+            params=(
+                Param("list_id", "id", required=True, doc="the list"),
+                Param("clients", "ids", required=True, doc="client ids"),
+            ),
+            chunk_param="clients",
+        ),
+        _read(
+            "get_clients",
+            _CLIENTS,
+            "Read one page of the project's clients (or of a list's).",
+            Param("offset", "id", doc="how many to skip"),
+            Param("limit", "id", minimum=1, maximum=500, doc="page size, at most 500 (the default)"),
+            Param("list", "id", doc="only the clients of this list"),
+            Param("reverse", "bool", doc="oldest first; only without list"),
+            rules=(_reverse_without_list,),
+        ),
+        Action(
+            "delete_clients",
+            "POST",
+            "clients_delete",
+            False,
+            _CLIENTS,
+            "Delete clients.",
+            params=(Param("client_ids", "ids", required=True, max_items=500, doc="client ids, at most 500"),),
+            chunk_param="client_ids",
+        ),
+        # ------------------------------------------------------------ variables
+        Action(
+            "save_variables",
+            "POST",
+            "clients_write",
+            True,
+            _VARIABLES,
+            "Save variables into the client's current deal, or into the profile with a 'client.' prefix.",
+            params=(
+                Param("client_id", "id", doc="one client"),
+                Param("clients", "ids", doc="several clients, the same variables for each"),
+                Param("variables", "mapping", required=True, doc="name -> value"),
+            ),
+            rules=(_exactly_one("client_id", "clients"),),
+        ),
+        _read("get_variables", _VARIABLES, "Read a client's variables.", _CLIENT_ID),
+        # ------------------------------------------------------------ finding client ids
+        _read(
+            "find_client_id_by_platform_id",
+            _FIND,
+            "Find clients (with their variables) by messenger ids.",
+            Param("platform_ids", "keys", required=True, doc="messenger ids"),
+            Param("group_id", "key", doc="the bot's identifier"),
+            method="POST",
+            chunk_param="platform_ids",
+        ),
+        _read(
+            "online_chat_client_id",
+            _FIND,
+            "Client id of a site's online-chat visitor (SaleBotPro.recipient_id).",
+            Param("recipient", "key", required=True, doc="the dialogue id on the site"),
+            Param("tag", "text", doc="the client's tag"),
+            Param("name", "text", doc="the client's name"),
+            permission="clients_write",
+        ),
+        _read(
+            "whatsapp_client_id",
+            _FIND,
+            "Client id for a WhatsApp number (HTTP 404 when there is none).",
+            Param("phone", "key", required=True, doc="the phone"),
+            Param("group_id", "key", doc="the bot's identifier"),
+        ),
+        _read(
+            "find_client_id_by_phone",
+            _FIND,
+            "Client id by phone; searches WhatsApp clients and variables.",
+            Param("phone", "key", required=True, doc="the phone"),
+        ),
+        _read(
+            "find_client_id_by_email",
+            _FIND,
+            "Client id by email; searches variables.",
+            Param("email", "text", required=True, doc="the email address"),
+        ),
+        _read(
+            "find_client_id_by_var",
+            _FIND,
+            "Client id by the value of a variable.",
+            *_VAR_VAL,
+            Param("group_id", "key", doc="the bot's identifier"),
+            Param("search_in", "text", choices=("order",), doc="'order' to search deal variables"),
+        ),
+        _read(
+            "find_latest_client_id_by_var",
+            _FIND,
+            "Id of the most recently created client with var=val (client and deal variables).",
+            *_VAR_VAL,
+        ),
+        _read("find_all_client_id_by_var", _FIND, "Ids of every client with var=val.", *_VAR_VAL),
+        _read(
+            "find_all_client_id_by_several_vars",
+            _FIND,
+            "Ids of the clients that have all of up to 3 name=value pairs.",
+            Param("variables", "mapping", required=True, doc="up to 3 name -> value pairs"),
+            body_param="variables",
+            rules=(_one_to_three_variables,),
+        ),
+        _read(
+            "find_clients",
+            _FIND,
+            "Ids of the clients whose variables match conditions (_in, _not_in, _not).",
+            Param("q", "mapping", required=True, doc="the conditions"),
+            Param("search_in", "text", choices=("order",), doc="'order' to search deal variables"),
+            Param("include_all", "bool", doc="True (default): all conditions; False: any one"),
+            method="POST",
+        ),
+        # ------------------------------------------------------------ deals (orders)
+        _read(
+            "get_current_order_id",
+            _ORDERS,
+            "The id of the client's current deal.",
+            _CLIENT_ID,
+            permission="crm_read",
+        ),
+        _read(
+            "get_orders",
+            _ORDERS,
+            "The ids of the client's deals, optionally by status.",
+            _CLIENT_ID,
+            Param("order_status", "id", choices=(0, 1, 2), doc="0 active, 1 won, 2 lost"),
+            permission="crm_read",
+        ),
+        Action(
+            "move_order_to_next_state",
+            "POST",
+            "crm_write",
+            False,
+            _ORDERS,
+            "Move a deal to the next state of its funnel.",
+            params=(_CLIENT_ID, _ORDER_ID),
+        ),
+        _read(
+            "get_order_vars",
+            _ORDERS,
+            "Read variables of a deal.",
+            _CLIENT_ID,
+            _ORDER_ID,
+            Param("variables", "names", required=True, doc="variable names"),
+            method="POST",
+            permission="crm_read",
+        ),
+        Action(
+            "set_order_vars",
+            "POST",
+            "crm_write",
+            True,
+            _ORDERS,
+            "Write variables of a deal.",
+            params=(_CLIENT_ID, _ORDER_ID, Param("variables", "mapping", required=True, doc="name -> value")),
+        ),
+        Action(
+            "create_order",
+            "POST",
+            "crm_write",
+            False,
+            _ORDERS,
+            "Create a deal; a client missing by phone or email is created (client_id > phone > email).",
+            params=(
+                Param("client_id", "id", doc="the client"),
+                Param("phone", "key", doc="find or create the client by phone"),
+                Param("email", "text", doc="find or create the client by email"),
+                Param("name", "text", doc="the deal's name"),
+                Param("description", "text", doc="the deal's description"),
+                Param("budget", "number", doc="the deal's value"),
+                Param("state_id", "id", doc="the funnel state to put it in"),
+            ),
+            rules=(_at_least_one("client_id", "phone", "email"),),
+        ),
+        Action(
+            "set_order_state",
+            "POST",
+            "crm_write",
+            False,
+            _ORDERS,
+            "Put the client's deal into a funnel state.",
+            params=(_CLIENT_ID, Param("state_id", "id", required=True, doc="the funnel state")),
+        ),
+        _read(
+            "get_order_state",
+            _ORDERS,
+            "The funnel state of a deal (the current deal by default).",
+            _CLIENT_ID,
+            _ORDER_ID,
+            permission="crm_read",
+        ),
+        # ------------------------------------------------------------ other
+        _read(
+            "check_whatsapp",
+            _OTHER,
+            "Whether a phone number has WhatsApp (needs WhatsApp connected).",
+            Param("phone", "key", required=True, doc="the phone, any format"),
+        ),
+        _read("connected_channels", _OTHER, "The messengers connected to the project, with their group_id."),
+        _read("get_messages", _OTHER, "The blocks of the bot's scheme."),
+    )
+}
+
+
+def get_action(name: str) -> Action:
+    """
+    Look an action up in the table.
+
+    :param name: the action's name.
+    :raises SalebotValidationError: if the table does not know it.
+    """
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise SalebotValidationError(
+            f"Salebot has no action {name!r} in this provider's table; hook.call() sends any action",
+            action=name,
+        ) from None
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+def validate(
+    action: str | Action,
+    params: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    omit: str | None = None,
+    first_index: int = 0,
+) -> dict[str, Any]:
+    """
+    Check an action's parameters against the table, before anything is sent.
+
+    ``None`` values count as not given. Integers of other types (numpy, pandas) become ``int``;
+    dates become ``dd.mm.yyyy``. A datetime ``send_time`` is kept for :func:`build_request`.
+
+    :param action: the action or its name.
+    :param params: the parameters by their API names.
+    :param extra: additional body fields of the callback family (saved as client variables).
+    :param omit: a required parameter to leave out of the check (the list a chunked helper fills in).
+    :param first_index: the index of the first item of a chunk, so errors name the item's place in
+        the whole input.
+    :return: the cleaned parameters, with ``extra`` merged in.
+    :raises SalebotValidationError: naming the parameter and the rule broken.
+    """
+    spec = action if isinstance(action, Action) else get_action(action)
+    unknown = sorted(k for k, v in params.items() if k not in spec.param_map and v is not None)
+    if unknown:
+        known = ", ".join(spec.param_map) or "none"
+        raise _fail(spec.name, f"unknown parameter(s) {', '.join(unknown)}; it takes {known}")
+    clean: dict[str, Any] = {}
+    for p in spec.params:
+        value = params.get(p.name)
+        if value is None:
+            if p.required and p.name != omit:
+                raise _fail(spec.name, f"parameter '{p.name}' is required ({p.doc})")
+            continue
+        if p.name == spec.chunk_param:
+            value = _CHECKS[p.kind](spec.name, p.name, value, first_index)
+        else:
+            value = _CHECKS[p.kind](spec.name, p.name, value)
+        _check_bounds(spec.name, p, value)
+        clean[p.name] = value
+    for rule in spec.rules:
+        rule(spec.name, clean)
+    if extra:
+        if not spec.extra:
+            raise _fail(spec.name, "takes no 'extra' fields")
+        for key, value in extra.items():
+            if not isinstance(key, str) or not key:
+                raise _fail(spec.name, f"'extra' has a key that is not a non-empty string: {_shown(key)}")
+            if key in spec.param_map:
+                raise _fail(spec.name, f"'extra' field {key!r} collides with the parameter of that name")
+            clean[key] = value
+    return clean
+
+
+def _check_bounds(action: str, p: Param, value: Any) -> None:
+    number = int(value) if p.kind == "id" else value
+    if p.choices and number not in p.choices:
+        choices = ", ".join(map(str, p.choices))
+        raise _fail(action, f"parameter '{p.name}' must be one of {choices}; got {_shown(value)}")
+    if p.minimum is not None and number < p.minimum:
+        raise _fail(action, f"parameter '{p.name}' must be at least {p.minimum:g}; got {number}")
+    if p.maximum is not None and number > p.maximum:
+        raise _fail(action, f"parameter '{p.name}' must be at most {p.maximum:g}; got {number}")
+    if p.max_items is not None and len(value) > p.max_items:
+        raise _fail(
+            action,
+            f"parameter '{p.name}' has {len(value)} items; Salebot takes at most {p.max_items} per request. "
+            f"Use hook.iter_chunked({action!r}, ...) to send them in chunks",
+        )
+
+
+def to_send_time(value: str | dt.datetime, timezone: str) -> str:
+    """
+    Render ``send_time`` as Salebot reads it: ``%Y-%m-%d %H:%M:%S`` in the project's time zone.
+
+    :param value: a checked string (returned as is) or a datetime; an aware one is converted to
+        ``timezone``, a naive one is taken as already in it.
+    :param timezone: the connection's ``timezone`` extra.
+    """
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is not None:
+        value = pendulum.instance(value).in_timezone(timezone)
+    return value.strftime(SEND_TIME_FORMAT)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_request(
+    action: str | Action,
+    params: Mapping[str, Any] | None = None,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    method: str | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> Request:
+    """
+    Validate the parameters and build the request for a known action.
+
+    :param action: the action or its name.
+    :param params: the parameters by their API names.
+    :param extra: additional body fields of the callback family.
+    :param method: overrides the table's method (the vendor accepts both for some actions).
+    :param timezone: the zone an aware ``send_time`` is converted to.
+    :raises SalebotValidationError: on bad input; nothing has been sent.
+    """
+    spec = action if isinstance(action, Action) else get_action(action)
+    clean = validate(spec, params or {}, extra)
+    if "send_time" in clean:
+        clean["send_time"] = to_send_time(clean["send_time"], timezone)
+    payload: Any = clean[spec.body_param] if spec.body_param else clean
+    return encode_request(spec.name, method or spec.method, payload)
+
+
+def encode_request(action: str, method: str, payload: Any) -> Request:
+    """
+    Encode a payload: GET puts a mapping into the query string, POST sends any JSON value as the body.
+
+    :param action: the action name (checked to be a plain name, so it cannot change the path).
+    :param method: ``GET`` or ``POST``.
+    :param payload: the parameters.
+    :raises SalebotValidationError: on a bad action name, method or payload.
+    """
+    if not _ACTION_NAME.match(action):
+        raise SalebotValidationError(
+            f"Salebot action name {action!r} is not a plain lower-case name", action=action
+        )
+    if method == "GET":
+        if not isinstance(payload, Mapping):
+            raise _fail(action, f"GET parameters must be a mapping; got {type(payload).__name__}")
+        query = {str(k): _query_value(v) for k, v in payload.items() if v is not None}
+        return Request(action, "GET", query=query)
+    if method != "POST":
+        raise _fail(action, f"method must be GET or POST; got {method!r}")
+    try:
+        body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise _fail(action, f"the parameters cannot be sent as JSON: {exc}") from None
+    return Request(action, "POST", body=body)
+
+
+# ---------------------------------------------------------------------------------- replies
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """
+    Hide the API key in a text: the key itself and any ``/api/<segment>/`` path.
+
+    :param text: the text to clean.
+    :param secret: the key, if known.
+    """
+    if secret:
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return _KEY_IN_PATH.sub("/api/***/", text)
+
+
+def _excerpt(body: bytes, secret: str | None) -> str:
+    text = " ".join(body[:400].decode("utf-8", "replace").split())
+    return redact(text[:200], secret)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def permission_hint(action: str) -> str:
+    """
+    Explain which key permission an action needs, in English and with the settings screen's label.
+
+    :param action: the action name.
+    """
+    spec = ACTIONS.get(action)
+    if spec is None:
+        return "The API key lacks the permission this action needs."
+    return (
+        f"The API key lacks the permission '{spec.permission}' ({PERMISSION_TEXT[spec.permission]}; "
+        f"«{PERMISSIONS[spec.permission]}» in Salebot's project settings, Integrations, API keys)."
+    )
+
+
+def parse_reply(
+    action: str,
+    http_status: int,
+    body: bytes,
+    *,
+    retry_after: str | None = None,
+    secret: str | None = None,
+) -> Any:
+    """
+    Judge a reply: return the decoded JSON of a success, raise for anything else.
+
+    A success is HTTP 2xx with a JSON body whose ``status``, where present, is ``"success"``.
+
+    :param action: the action the reply answers.
+    :param http_status: the HTTP status code.
+    :param body: the raw body.
+    :param retry_after: the ``Retry-After`` header, if any.
+    :param secret: the API key, so that no excerpt can carry it.
+    :raises SalebotPermissionError: the key was refused or lacks the permission.
+    :raises SalebotNotFoundError: the client or order does not exist.
+    :raises SalebotAPIError: any other failure; ``in_doubt`` for a 5xx or a malformed 2xx.
+    """
+    try:
+        data: Any = json.loads(body) if body.strip() else None
+        decoded = True
+    except ValueError:
+        data, decoded = None, False
+    api_status = data.get("status") if isinstance(data, dict) else None
+    api_message = data.get("message") if isinstance(data, dict) else None
+    ok = 200 <= http_status < 300
+    if ok and decoded and data is not None and api_status in (None, "success"):
+        return data
+
+    excerpt = _excerpt(body, secret)
+    text_status = str(api_status) if api_status is not None else None
+    text_message = redact(str(api_message), secret) if api_message is not None else None
+    where = f"Salebot {action} failed (/api/***/{action}): HTTP {http_status}"
+    detail = "".join(
+        (
+            f", status {text_status!r}" if text_status is not None else "",
+            f", message {text_message!r}" if text_message is not None else "",
+        )
+    )
+    common: dict[str, Any] = {
+        "action": action,
+        "http_status": http_status,
+        "api_status": text_status,
+        "api_message": text_message,
+        "excerpt": excerpt,
+    }
+    wrong_action = "WRONG_ACTION" in body.decode("utf-8", "replace")
+    if wrong_action or http_status in (401, 403):
+        hint = (
+            permission_hint(action)
+            if wrong_action
+            else "The API key was not accepted: check the connection's password."
+        )
+        raise SalebotPermissionError(f"{where}{detail}. {hint} Body: {excerpt}", **common)
+    if http_status == 404 or text_status == "client_not_found" or _ORDER_NOT_FOUND.match(text_status or ""):
+        raise SalebotNotFoundError(f"{where}{detail}. Body: {excerpt}", **common)
+    if http_status == 429:
+        wait = _parse_retry_after(retry_after)
+        raise SalebotAPIError(
+            f"{where}: rate limited (Retry-After {retry_after}). Body: {excerpt}", retry_after=wait, **common
+        )
+    if http_status >= 500:
+        raise SalebotAPIError(f"{where}{detail}: a server error. Body: {excerpt}", in_doubt=True, **common)
+    if ok and not decoded:
+        raise SalebotAPIError(f"{where}: the reply is not JSON. Body: {excerpt}", in_doubt=True, **common)
+    if ok and data is None:
+        raise SalebotAPIError(f"{where}: the reply is empty.", in_doubt=True, **common)
+    raise SalebotAPIError(f"{where}{detail}. Body: {excerpt}", **common)
+
+
+def is_retryable(action: Action | None, error: SalebotError) -> bool:
+    """
+    Decide whether a failed attempt may be tried again.
+
+    Reads (and other idempotent actions) retry connection errors, timeouts, 429, 5xx and malformed
+    replies. Sends retry only when the request surely was not processed: the connection never
+    opened, or the service answered 429. Never after a read timeout or a 5xx.
+
+    :param action: the action, or None for one the table does not know (then treated as a send
+        unless it was a GET).
+    :param error: what the attempt raised.
+    """
+    idempotent = action.idempotent if action is not None else False
+    if isinstance(error, SalebotConnectionError):
+        return idempotent or not error.in_doubt
+    if isinstance(error, SalebotAPIError) and not isinstance(
+        error, SalebotPermissionError | SalebotNotFoundError
+    ):
+        return error.http_status == 429 or (idempotent and error.in_doubt)
+    return False
+
+
+# ---------------------------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """
+    What a Salebot connection says, checked.
+
+    :param base_url: the service's base URL, without a trailing slash.
+    :param api_key: the API key (never shown in the repr).
+    :param timeout: seconds to wait for a connection and for a reply.
+    :param max_retries: how many times a retryable failure is tried again.
+    :param backoff_factor: the first retry waits about this many seconds, then doubling.
+    :param rate_limit: requests per second for all calls of one hook; None for no limit.
+    :param verify: TLS verification: True, False, or a CA bundle path.
+    :param timezone: the zone datetimes given as ``send_time`` are converted to.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = 30.0
+    max_retries: int = 3
+    backoff_factor: float = 1.0
+    rate_limit: float | None = None
+    verify: bool | str = True
+    timezone: str = DEFAULT_TIMEZONE
+
+
+def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
+    value = extra.get(name, extra.get(f"extra__salebot__{name}"))
+    return None if value in (None, "") else value
+
+
+def _extra_number(extra: Mapping[str, Any], name: str, default: Any, *, integer: bool = False) -> Any:
+    value = _extra_value(extra, name)
+    if value is None:
+        return default
+    try:
+        number = (int if integer else float)(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        kind = "a whole number" if integer else "a number"
+        raise SalebotValidationError(
+            f"Salebot connection extra '{name}' must be {kind} >= 0; got {_shown(value)}"
+        )
+    return number
+
+
+def _extra_verify(extra: Mapping[str, Any]) -> bool | str:
+    value = _extra_value(extra, "verify")
+    if value is None or isinstance(value, bool):
+        return True if value is None else value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if isinstance(value, str):
+        return value
+    raise SalebotValidationError(
+        f"Salebot connection extra 'verify' must be true, false or a CA bundle path; got {value!r}"
+    )
+
+
+def base_url_of(host: str | None, port: int | None = None, schema: str | None = None) -> str:
+    """
+    The base URL a connection's host (and port) name.
+
+    :param host: empty for the default, a host name, or a URL with scheme and port.
+    :param port: the connection's port, if the host does not carry one.
+    :param schema: ``http`` or ``https`` when the host has no scheme (the URI form).
+    :raises SalebotValidationError: when the host holds a path, e.g. a pasted ``/api/<key>`` URL.
+    """
+    if not host:
+        return DEFAULT_BASE_URL
+    text = host.strip().rstrip("/")
+    if "://" not in text:
+        scheme = schema if schema in ("http", "https") else "https"
+        text = f"{scheme}://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SalebotValidationError(
+            f"Salebot connection host must be an http(s) URL or a host name; got {parts.scheme!r}"
+        )
+    if parts.path or parts.query or parts.username or parts.password:
+        raise SalebotValidationError(
+            "Salebot connection host must be only the base URL (e.g. https://chatter.salebot.pro): "
+            "put the API key in the password, not in the host"
+        )
+    if port and parts.port is None:
+        text = f"{text}:{port}"
+    return text
+
+
+def settings_from_connection(
+    *,
+    host: str | None,
+    password: str | None,
+    extra: Mapping[str, Any],
+    port: int | None = None,
+    schema: str | None = None,
+) -> ConnectionSettings:
+    """
+    Read and check a connection's fields.
+
+    :param host: the connection's host (optional base URL).
+    :param password: the API key.
+    :param extra: the connection's extras.
+    :param port: the connection's port.
+    :param schema: the connection's schema (``http``/``https`` when the host has no scheme).
+    :raises SalebotValidationError: naming the field that is wrong.
+    """
+    if not password:
+        raise SalebotValidationError("Salebot connection has no API key: put it in the password field")
+    tz = _extra_value(extra, "timezone") or DEFAULT_TIMEZONE
+    try:
+        pendulum.timezone(tz)
+    except Exception:
+        raise SalebotValidationError(
+            f"Salebot connection extra 'timezone' is not a known time zone: {tz!r}"
+        ) from None
+    rate = _extra_number(extra, "rate_limit", None)
+    timeout = _extra_number(extra, "timeout", 30.0)
+    if timeout == 0:
+        raise SalebotValidationError("Salebot connection extra 'timeout' must be more than 0 seconds")
+    return ConnectionSettings(
+        base_url=base_url_of(host, port, schema),
+        api_key=password,
+        timeout=timeout,
+        max_retries=_extra_number(extra, "max_retries", 3, integer=True),
+        backoff_factor=_extra_number(extra, "backoff_factor", 1.0),
+        rate_limit=rate or None,
+        verify=_extra_verify(extra),
+        timezone=tz,
+    )
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """
+    Split an iterable into lists of ``size`` items, lazily (the last may be shorter).
+
+    :param items: any iterable; it is read once, chunk by chunk.
+    :param size: the chunk size, at least 1.
+    """
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def coverage_table() -> str:
+    """The docs' table of every action: method, permission, retries, limits and chunking."""
+    rows = [
+        "| action | group | method | permission | retried when in doubt | limits, chunking |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in ACTIONS.values():
+        limits = [f"{p.name} <= {p.maximum:g}" for p in a.params if p.maximum is not None]
+        if a.chunk_param:
+            size = (
+                f"<= {a.chunk_limit} a request"
+                if a.chunk_limit
+                else f"{DEFAULT_CHUNK_SIZE} a request by default"
+            )
+            limits.append(f"`iter_chunked` splits {a.chunk_param}, {size}")
+        retried = "yes" if a.idempotent else "no"
+        rows.append(
+            f"| `{a.name}` | {a.group} | {a.method} | `{a.permission}` | {retried} | {'; '.join(limits)} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,7 @@
+"""Hooks of the Salebot provider."""
+
+from __future__ import annotations
+
+from salebot_provider.hooks.salebot import SalebotHook
+
+__all__ = ["SalebotHook"]

@@ -1,0 +1,1431 @@
+"""SalebotHook: one Salebot connection, one HTTP session, one method per API action."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import requests
+import tenacity
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from salebot_provider import __version__
+from salebot_provider.api import (
+    ACTIONS,
+    DEFAULT_CHUNK_SIZE,
+    Action,
+    ConnectionSettings,
+    Request,
+    batched,
+    build_request,
+    encode_request,
+    get_action,
+    is_retryable,
+    parse_reply,
+    redact,
+    settings_from_connection,
+    validate,
+)
+from salebot_provider.exceptions import (
+    SalebotAPIError,
+    SalebotConnectionError,
+    SalebotError,
+    SalebotValidationError,
+)
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from airflow.sdk import Connection
+
+#: The longest a retry waits, even when Retry-After asks for more.
+MAX_RETRY_WAIT = 300.0
+#: How often long work logs its progress, in seconds.
+PROGRESS_EVERY = 10.0
+_LOGGERS_TO_REDACT = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
+
+
+class _RedactKeyFilter(logging.Filter):
+    """Rewrite ``/api/<key>/`` in records of requests and urllib3 (their DEBUG lines carry the URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _install_log_redaction() -> None:
+    for name in _LOGGERS_TO_REDACT:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactKeyFilter) for f in logger.filters):
+            logger.addFilter(_RedactKeyFilter())
+
+
+class _RateLimiter:
+    """Space calls at least ``1 / rate`` seconds apart, across the threads that share one hook."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class _Progress:
+    """Log ``done/total`` of long work at a steady pace, not once per request."""
+
+    def __init__(self, log: Any, what: str, total: int | None = None) -> None:
+        self._log, self._what, self._total = log, what, total
+        self.done = 0
+        self._last = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if time.monotonic() - self._last >= PROGRESS_EVERY:
+            self._last = time.monotonic()
+            total = f"/{self._total}" if self._total is not None else ""
+            self._log.info("%s: %d%s done", self._what, self.done, total)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """
+    The outcome of one chunk sent by :meth:`SalebotHook.iter_chunked`.
+
+    :param index: the chunk's number, from 0.
+    :param items: the items this chunk carried.
+    :param reply: the decoded reply to it.
+    """
+
+    index: int
+    items: list[Any]
+    reply: Any
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection did not open, so the request cannot have been sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+class SalebotHook(BaseHook):
+    """
+    Talk to the Salebot API: every action as a method, plus streaming and chunked helpers.
+
+    The connection is read once, lazily, and one HTTP session is kept for the hook's life. Replies
+    are checked (a ``status`` other than ``"success"`` raises even with HTTP 200); reads are retried
+    on timeouts, 429 and 5xx, sends only when they surely were not processed. The API key never
+    appears in a log line or an error.
+
+    .. code-block:: python
+
+        hook = SalebotHook()
+        hook.save_variables(client_id=49177759, variables={"client.phone": "88888888888"})
+        for client in hook.iter_clients(list_id=1170282):
+            ...
+
+    :param salebot_conn_id: the Airflow connection of type ``salebot``.
+    """
+
+    conn_name_attr = "salebot_conn_id"
+    default_conn_name = "salebot_default"
+    conn_type = "salebot"
+    hook_name = "Salebot"
+
+    def __init__(self, salebot_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.salebot_conn_id = salebot_conn_id
+
+    # ------------------------------------------------------------------------- connection & session
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel and hide the connection form's fields (Airflow 3.0-3.1; later ones read provider info)."""
+        return {
+            "hidden_fields": ["login", "schema", "port", "extra"],
+            "relabeling": {"password": "API key", "host": "Base URL"},
+            "placeholders": {
+                "host": "https://chatter.salebot.pro",
+                "password": "Project settings -> Integrations -> API keys",
+            },
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Form fields for the connection's extras (Airflow 3.0-3.1; later ones read provider info)."""
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        return {
+            "timeout": StringField("Timeout (seconds)", default="30"),
+            "max_retries": IntegerField(
+                "Max retries", validators=[Optional(), NumberRange(min=0)], default=3
+            ),
+            "backoff_factor": StringField("Backoff factor (seconds)", default="1"),
+            "rate_limit": StringField("Rate limit (requests per second)"),
+            "verify": BooleanField("Verify TLS", default=True),
+            "timezone": StringField("Time zone", default="Europe/Moscow"),
+        }
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection's settings, read once; the key is registered with Airflow's secret masker."""
+        conn: Connection = self.get_connection(self.salebot_conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        return settings_from_connection(
+            host=conn.host,
+            password=conn.password,
+            extra=conn.extra_dejson,
+            port=conn.port,
+            schema=conn.schema,
+        )
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """The HTTP session (keep-alive) all calls of this hook share."""
+        _install_log_redaction()
+        session = requests.Session()
+        session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"airflow-provider-salebot/{__version__}"}
+        )
+        return session
+
+    @cached_property
+    def _limiter(self) -> _RateLimiter | None:
+        rate = self.settings.rate_limit
+        return _RateLimiter(rate) if rate else None
+
+    def get_conn(self) -> requests.Session:
+        """Return the HTTP session, as Airflow hooks do."""
+        return self.session
+
+    def close(self) -> None:
+        """Close the HTTP session; the next call opens a new one."""
+        session = self.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> SalebotHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Call ``connected_channels`` and report how many channels the project has; never shows the key."""
+        try:
+            reply = self.connected_channels()
+        except Exception as exc:
+            key = self.__dict__.get("settings")
+            return False, redact(str(exc), key.api_key if key else None)
+        channels = (
+            {k: len(v) for k, v in reply.items() if isinstance(v, list)} if isinstance(reply, dict) else {}
+        )
+        listed = ", ".join(f"{k} {n}" for k, n in channels.items() if n) or "none connected"
+        project = reply.get("project_id") if isinstance(reply, dict) else None
+        return True, f"Connected to Salebot project {project}: {sum(channels.values())} channels ({listed})"
+
+    # ------------------------------------------------------------------------- calling
+
+    def call(
+        self, action: str, params: Mapping[str, Any] | Sequence[Any] | None = None, method: str | None = None
+    ) -> Any:
+        """
+        Call any action, including one this provider's table does not know.
+
+        A known action is checked against the table and uses its method unless ``method`` is given.
+        An unknown one is sent as given (``POST`` by default); it is retried after a timeout or a
+        5xx only if it is a ``GET``. Masking, error handling and 429 handling are the same as for
+        every other call.
+
+        :param action: the action name, e.g. ``"get_clients"``.
+        :param params: the parameters by their API names: the query string of a GET, the JSON body
+            of a POST (which may also be a list).
+        :param method: ``"GET"`` or ``"POST"``.
+        :return: the decoded JSON reply.
+        """
+        spec = ACTIONS.get(action)
+        http_method = (method or (spec.method if spec else "POST")).upper()
+        if spec is None:
+            if http_method == "GET":
+                spec = Action(action, "GET", "clients_read", True, "", "")
+            return self._execute(
+                encode_request(action, http_method, params if params is not None else {}), spec
+            )
+        if spec.body_param and not isinstance(params, Mapping | None):
+            params = {spec.body_param: params}
+        if not isinstance(params, Mapping | None):
+            raise SalebotValidationError(
+                f"Salebot {action}: 'params' must be a mapping of parameters", action=action
+            )
+        return self._execute(
+            build_request(spec, params, method=http_method, timezone=self.settings.timezone), spec
+        )
+
+    def _run(self, action: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
+        spec = get_action(action)
+        return self._execute(build_request(spec, params, extra=extra, timezone=self.settings.timezone), spec)
+
+    def _execute(self, request: Request, spec: Action | None) -> Any:
+        settings = self.settings
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(settings.max_retries + 1),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, SalebotError) and is_retryable(spec, e)
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return retrying(self._attempt, request)
+
+    @cached_property
+    def _backoff(self) -> tenacity.wait.wait_base:
+        factor = self.settings.backoff_factor
+        return tenacity.wait_exponential(multiplier=factor, max=60) + tenacity.wait_random(0, factor)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return min(max(retry_after, self._backoff(state)), MAX_RETRY_WAIT)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        self.log.warning(
+            "Salebot call failed (attempt %d of %d), retrying in %.1fs: %s",
+            state.attempt_number,
+            self.settings.max_retries + 1,
+            wait,
+            error,
+        )
+
+    def _attempt(self, request: Request) -> Any:
+        settings = self.settings
+        if self._limiter is not None:
+            self._limiter.wait()
+        where = f"Salebot {request.action} ({request.method} {request.display_path})"
+        try:
+            response = self.session.request(
+                request.method,
+                request.url(settings.base_url, settings.api_key),
+                params=request.query,
+                data=request.body,
+                headers={"Content-Type": "application/json"} if request.body is not None else None,
+                timeout=settings.timeout,
+                verify=settings.verify,
+            )
+        except requests.exceptions.ConnectionError as exc:
+            sent = not _never_connected(exc)
+            doubt = "it may have been processed" if sent else "nothing was sent"
+            reason = redact(str(exc), settings.api_key)
+            raise SalebotConnectionError(
+                f"{where}: no reply ({doubt}): {reason}", action=request.action, in_doubt=sent
+            ) from None
+        except requests.exceptions.Timeout:
+            raise SalebotConnectionError(
+                f"{where}: no reply within {settings.timeout:g}s after sending; it may have been processed",
+                action=request.action,
+                in_doubt=True,
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            reason = redact(f"{type(exc).__name__}: {exc}", settings.api_key)
+            raise SalebotConnectionError(
+                f"{where}: the request failed before sending: {reason}", action=request.action
+            ) from None
+        self.log.debug(
+            "%s -> HTTP %d in %.3fs", where, response.status_code, response.elapsed.total_seconds()
+        )
+        return parse_reply(
+            request.action,
+            response.status_code,
+            response.content,
+            retry_after=response.headers.get("Retry-After"),
+            secret=settings.api_key,
+        )
+
+    # ------------------------------------------------------------------------- bulk helpers
+
+    def iter_clients(
+        self, list_id: int | str | None = None, page_size: int = 500, reverse: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Yield every client of the project (or of one list), page by page, keeping memory flat.
+
+        Pages are read with ``get_clients`` until a page comes back shorter than ``page_size``.
+        Progress is logged every few seconds.
+
+        :param list_id: only the clients of this list.
+        :param page_size: clients per request, 1 to 500.
+        :param reverse: oldest first (only without ``list_id``).
+        :raises SalebotValidationError: on bad arguments, before any request.
+        """
+        validate(
+            "get_clients", {"limit": page_size, "list": list_id, "reverse": reverse or None, "offset": 0}
+        )
+        return self._pages(list_id, page_size, reverse)
+
+    def _pages(self, list_id: int | str | None, page_size: int, reverse: bool) -> Iterator[dict[str, Any]]:
+        progress = _Progress(self.log, "Salebot get_clients")
+        offset = 0
+        while True:
+            reply = self.get_clients(offset=offset, limit=page_size, list_id=list_id, reverse=reverse or None)
+            page = reply.get("clients")
+            if not isinstance(page, list):
+                raise SalebotAPIError(
+                    f"Salebot get_clients replied without a 'clients' list at offset {offset}",
+                    action="get_clients",
+                )
+            yield from page
+            progress.add(len(page))
+            if len(page) < page_size:
+                return
+            offset += len(page)
+
+    def iter_history(
+        self,
+        client_id: int | str,
+        start_date: str | dt.date | None = None,
+        stop_date: str | dt.date | None = None,
+        window_days: int = 31,
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Yield a client's message history, oldest window first, beyond the 2000-item cap of one call.
+
+        Without dates this is one ``get_history`` call (at most 2000 messages). With dates, the
+        period is read in windows of ``window_days``; a window that comes back full (2000 items)
+        is split in two and read again, down to one day. A single day with 2000 or more messages
+        cannot be read whole through the API: that is logged as a warning.
+
+        :param client_id: the client.
+        :param start_date: first day (``dd.mm.yyyy`` or a date), with ``stop_date``.
+        :param stop_date: last day (``dd.mm.yyyy`` or a date), with ``start_date``.
+        :param window_days: days per request, at least 1.
+        :raises SalebotValidationError: on bad arguments, before any request.
+        """
+        clean = validate(
+            "get_history", {"client_id": client_id, "start_date": start_date, "stop_date": stop_date}
+        )
+        if not isinstance(window_days, int) or window_days < 1:
+            raise SalebotValidationError(
+                f"Salebot iter_history: 'window_days' must be a whole number >= 1; got {window_days!r}"
+            )
+        return self._history(clean, window_days)
+
+    def _history(self, clean: dict[str, Any], window_days: int) -> Iterator[dict[str, Any]]:
+        import datetime as dt
+
+        cap = 2000
+        if "start_date" not in clean:
+            items = self.get_history(client_id=clean["client_id"], limit=cap)["result"]
+            if len(items) >= cap:
+                self.log.warning(
+                    "Salebot get_history returned %d items, the cap: give dates to read all of it", cap
+                )
+            yield from items
+            return
+        fmt = "%d.%m.%Y"
+        first = dt.datetime.strptime(clean["start_date"], fmt).date()
+        last = dt.datetime.strptime(clean["stop_date"], fmt).date()
+        windows: list[tuple[dt.date, dt.date]] = []
+        day = first
+        while day <= last:
+            end = min(day + dt.timedelta(days=window_days - 1), last)
+            windows.append((day, end))
+            day = end + dt.timedelta(days=1)
+        windows.reverse()
+        while windows:
+            start, stop = windows.pop()
+            reply = self.get_history(
+                client_id=clean["client_id"], limit=cap, start_date=start, stop_date=stop
+            )
+            items = reply.get("result") or []
+            if len(items) >= cap and start < stop:
+                middle = start + (stop - start) // 2
+                windows += [(middle + dt.timedelta(days=1), stop), (start, middle)]
+                continue
+            if len(items) >= cap:
+                self.log.warning(
+                    "Salebot history of %s on %s reached the %d cap: it may be incomplete",
+                    clean["client_id"],
+                    start,
+                    cap,
+                )
+            yield from items
+
+    def iter_chunked(
+        self, action: str, items: Iterable[Any], *, chunk_size: int | None = None, **params: Any
+    ) -> Iterator[ChunkResult]:
+        """
+        Call a list-taking action in chunks, yielding each chunk's reply as it comes.
+
+        Works for ``send_callback_by_platform_id`` (at most 300 per request), ``delete_clients``
+        (500), ``add_to_list``, ``remove_from_list``, ``find_client_id_by_platform_id`` and
+        ``load_clients`` (500 by default, any size you set). A list is checked whole before the
+        first request; a lazy iterable is read and checked one chunk at a time, so memory stays flat.
+        If a chunk fails, the error raised carries ``failed_chunk`` (its items) and ``items_done``
+        (items completed by earlier chunks); later items were not tried.
+
+        :param action: the action name.
+        :param items: the values of the action's list parameter (e.g. client ids, or load_clients items).
+        :param chunk_size: items per request; at most the documented limit.
+        :param params: the action's other parameters, by their API names (e.g. ``list_id``).
+        :raises SalebotValidationError: on bad arguments, before the first request.
+        """
+        spec = get_action(action)
+        name = spec.chunk_param
+        if name is None:
+            raise SalebotValidationError(
+                f"Salebot {action}: has no list parameter to send in chunks", action=action
+            )
+        if name in params:
+            raise SalebotValidationError(
+                f"Salebot {action}: pass the '{name}' values as 'items'", action=action
+            )
+        limit = spec.chunk_limit
+        size = chunk_size if chunk_size is not None else (limit or DEFAULT_CHUNK_SIZE)
+        if not isinstance(size, int) or size < 1 or (limit is not None and size > limit):
+            bound = f" and at most {limit}" if limit else ""
+            raise SalebotValidationError(
+                f"Salebot {action}: 'chunk_size' must be at least 1{bound}; got {size!r}", action=action
+            )
+        if isinstance(items, str | bytes | Mapping):
+            raise SalebotValidationError(
+                f"Salebot {action}: 'items' must be a list or an iterable of items", action=action
+            )
+        validate(spec, params, omit=name)
+        total = None
+        if isinstance(items, Sequence):
+            total = len(items)
+            for index, chunk in enumerate(batched(items, size)):
+                validate(spec, {**params, name: chunk}, first_index=index * size)
+        return self._chunks(spec, name, items, size, params, total)
+
+    def _chunks(
+        self,
+        spec: Action,
+        name: str,
+        items: Iterable[Any],
+        size: int,
+        params: dict[str, Any],
+        total: int | None,
+    ) -> Iterator[ChunkResult]:
+        progress = _Progress(self.log, f"Salebot {spec.name}", total)
+        for index, chunk in enumerate(batched(items, size)):
+            try:
+                reply = self._run(spec.name, {**params, name: chunk})
+            except SalebotError as exc:
+                exc.failed_chunk, exc.items_done = chunk, progress.done
+                raise
+            yield ChunkResult(index, chunk, reply)
+            progress.add(len(chunk))
+
+    # ------------------------------------------------------------------------- Starting bots (callbacks)
+
+    def callback(
+        self,
+        *,
+        client_id: int | str | None = None,
+        client_phone: str | int | None = None,
+        client_email: str | None = None,
+        message: str | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start a funnel for a client, or confirm an action on another site; the client does not see it.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param client_phone: find the client by phone.
+        :param client_email: find the client by email.
+        :param message: the callback text.
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "callback",
+            {
+                "client_id": client_id,
+                "client_phone": client_phone,
+                "client_email": client_email,
+                "message": message,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    def vk_callback(
+        self,
+        user_id: str | int,
+        group_id: str | int,
+        *,
+        message: str | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start a funnel for a VKontakte user.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param message: the callback text.
+        :param user_id: VK user id.
+        :param group_id: VK group id.
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "vk_callback",
+            {
+                "message": message,
+                "user_id": user_id,
+                "group_id": group_id,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    def whatsapp_callback(
+        self,
+        phone: str | int,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        bot_id: str | int | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start a WhatsApp bot for a phone number (after a sign-up or a lead form).
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param name: the client's name.
+        :param message: the callback text.
+        :param phone: the client's phone.
+        :param bot_id: the bot's identifier.
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "whatsapp_callback",
+            {
+                "name": name,
+                "message": message,
+                "phone": phone,
+                "bot_id": bot_id,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    def ok_callback(
+        self,
+        user_id: str | int,
+        group_id: str | int,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start a funnel for an Odnoklassniki user.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param name: the client's name.
+        :param message: the callback text.
+        :param user_id: Odnoklassniki user id.
+        :param group_id: Odnoklassniki group id.
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "ok_callback",
+            {
+                "name": name,
+                "message": message,
+                "user_id": user_id,
+                "group_id": group_id,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    def tg_callback(
+        self,
+        user_id: str | int,
+        group_id: str | int,
+        *,
+        message: str | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start a funnel for a Telegram user.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param message: the callback text.
+        :param user_id: Telegram user id.
+        :param group_id: the bot's name (ends with 'bot').
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "tg_callback",
+            {
+                "message": message,
+                "user_id": user_id,
+                "group_id": group_id,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    def send_callback_by_platform_id(
+        self,
+        platform_ids: Sequence[int | str],
+        callback_text: str,
+        *,
+        group_id: str | int | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+    ) -> Any:
+        """
+        Send a callback to every client of the project whose platform_id is in the list.
+
+        Needs the key permission ``clients_write``. At most 300 ``platform_ids`` per request: more is
+        refused before sending; use :meth:`iter_chunked`. A send: retried only when surely not processed,
+        never after a timeout or a 5xx.
+
+        :param platform_ids: messenger ids.
+        :param callback_text: the callback text.
+        :param group_id: the bot's identifier.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "send_callback_by_platform_id",
+            {
+                "platform_ids": platform_ids,
+                "callback_text": callback_text,
+                "group_id": group_id,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+        )
+
+    def email_callback(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        email_id_bot: str | None = None,
+        resume_bot: bool | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """
+        Start an email bot; finds the email client or creates it.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param name: the client's name.
+        :param message: the callback text.
+        :param email: the client's email address.
+        :param email_id_bot: the bot's email address.
+        :param resume_bot: True takes a paused bot off pause.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :param extra: additional fields, which Salebot saves as client variables.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "email_callback",
+            {
+                "name": name,
+                "message": message,
+                "email": email,
+                "email_id_bot": email_id_bot,
+                "resume_bot": resume_bot,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+            extra,
+        )
+
+    # ------------------------------------------------------------------------- Messages
+
+    def message(
+        self,
+        client_id: int | str,
+        *,
+        message: str | None = None,
+        message_id: int | str | None = None,
+        attachment_type: str | None = None,
+        attachment_url: str | None = None,
+        buttons: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+    ) -> Any:
+        """
+        Send a message to one client.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param message: the text; optional with an attachment or message_id.
+        :param message_id: a bot block to send.
+        :param attachment_type: how to show the file (one of image, video, link, file, audio).
+        :param attachment_url: the file's URL.
+        :param buttons: buttons, with or without a hint.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "message",
+            {
+                "client_id": client_id,
+                "message": message,
+                "message_id": message_id,
+                "attachment_type": attachment_type,
+                "attachment_url": attachment_url,
+                "buttons": buttons,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+        )
+
+    def whatsapp_message(
+        self,
+        phone: str | int,
+        *,
+        whatsapp_bot_id: str | int | None = None,
+        message: str | None = None,
+        message_id: int | str | None = None,
+        attachment_type: str | None = None,
+        attachment_url: str | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+    ) -> Any:
+        """
+        Send a message from a connected WhatsApp bot to a phone number.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param phone: the recipient's phone.
+        :param whatsapp_bot_id: the bot, from 'messengers and chats'.
+        :param message: the text; optional with an attachment or message_id.
+        :param message_id: a bot block to send.
+        :param attachment_type: how to show the file (one of image, video, link, file, audio).
+        :param attachment_url: the file's URL.
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "whatsapp_message",
+            {
+                "phone": phone,
+                "whatsapp_bot_id": whatsapp_bot_id,
+                "message": message,
+                "message_id": message_id,
+                "attachment_type": attachment_type,
+                "attachment_url": attachment_url,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+        )
+
+    def broadcast(
+        self,
+        *,
+        list_id: int | str | None = None,
+        clients: Sequence[int | str] | None = None,
+        platform_ids: Sequence[int | str] | None = None,
+        group_id: str | int | None = None,
+        message: str | None = None,
+        message_id: int | str | None = None,
+        attachment_type: str | None = None,
+        attachment_url: str | None = None,
+        buttons: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        shift: float | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+    ) -> Any:
+        """
+        Start a mass mailing to a list, to client ids, or to messenger ids of one bot.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param list_id: the list to mail.
+        :param clients: client ids.
+        :param platform_ids: messenger ids; needs group_id.
+        :param group_id: the bot, required with platform_ids.
+        :param message: the text.
+        :param message_id: a bot block to send.
+        :param attachment_type: how to show the file (one of image, video, link, file, audio).
+        :param attachment_url: the file's URL.
+        :param buttons: buttons, with or without a hint.
+        :param shift: seconds between messages (Salebot's default 0.2).
+        :param time_shift: send after this many seconds from now.
+        :param send_time: send at this moment ('%Y-%m-%d %H:%M:%S' or a datetime).
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "broadcast",
+            {
+                "list": list_id,
+                "clients": clients,
+                "platform_ids": platform_ids,
+                "group_id": group_id,
+                "message": message,
+                "message_id": message_id,
+                "attachment_type": attachment_type,
+                "attachment_url": attachment_url,
+                "buttons": buttons,
+                "shift": shift,
+                "time_shift": time_shift,
+                "send_time": send_time,
+            },
+        )
+
+    def get_history(
+        self,
+        client_id: int | str,
+        *,
+        limit: int | str | None = None,
+        start_date: str | dt.date | None = None,
+        stop_date: str | dt.date | None = None,
+    ) -> Any:
+        """
+        Read a client's message history, optionally between two dates.
+
+        Needs the key permission ``clients_read``. ``limit`` is at most 2000. Retried on timeouts, 429 and
+        5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param limit: at most 2000 (the default).
+        :param start_date: first day (dd.mm.yyyy), with stop_date.
+        :param stop_date: last day (dd.mm.yyyy), with start_date.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "get_history",
+            {"client_id": client_id, "limit": limit, "start_date": start_date, "stop_date": stop_date},
+        )
+
+    def clear_history(self, client_id: int | str) -> Any:
+        """
+        Delete a client's message history.
+
+        Needs the key permission ``clients_write``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :return: the decoded JSON reply.
+        """
+        return self._run("clear_history", {"client_id": client_id})
+
+    # ------------------------------------------------------------------------- Clients
+
+    def assign_to_user(self, client_id: int | str, *, email: str | None = None) -> Any:
+        """
+        Assign a client to an employee; without email Salebot picks one.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param email: the employee's email.
+        :return: the decoded JSON reply.
+        """
+        return self._run("assign_to_user", {"client_id": client_id, "email": email})
+
+    def load_clients(self, clients: Sequence[Mapping[str, Any]]) -> Any:
+        """
+        Import clients; each item gets its own status and id.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param clients: items with platform_id, group_id, client_type.
+        :return: the decoded JSON reply.
+        """
+        return self._run("load_clients", {"clients": clients})
+
+    def add_to_list(self, list_id: int | str, clients: Sequence[int | str]) -> Any:
+        """
+        Add clients to a list.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param list_id: the list.
+        :param clients: client ids.
+        :return: the decoded JSON reply.
+        """
+        return self._run("add_to_list", {"list_id": list_id, "clients": clients})
+
+    def remove_from_list(self, list_id: int | str, clients: Sequence[int | str]) -> Any:
+        """
+        Remove clients from a list.
+
+        Needs the key permission ``clients_write``. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param list_id: the list.
+        :param clients: client ids.
+        :return: the decoded JSON reply.
+        """
+        return self._run("remove_from_list", {"list_id": list_id, "clients": clients})
+
+    def get_clients(
+        self,
+        *,
+        offset: int | str | None = None,
+        limit: int | str | None = None,
+        list_id: int | str | None = None,
+        reverse: bool | None = None,
+    ) -> Any:
+        """
+        Read one page of the project's clients (or of a list's).
+
+        Needs the key permission ``clients_read``. ``limit`` is at most 500. Retried on timeouts, 429 and
+        5xx.
+
+        :param offset: how many to skip.
+        :param limit: page size, at most 500 (the default).
+        :param list_id: only the clients of this list.
+        :param reverse: oldest first; only without list.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "get_clients", {"offset": offset, "limit": limit, "list": list_id, "reverse": reverse}
+        )
+
+    def delete_clients(self, client_ids: Sequence[int | str]) -> Any:
+        """
+        Delete clients.
+
+        Needs the key permission ``clients_delete``. At most 500 ``client_ids`` per request: more is refused
+        before sending; use :meth:`iter_chunked`. A send: retried only when surely not processed, never
+        after a timeout or a 5xx.
+
+        :param client_ids: client ids, at most 500.
+        :return: the decoded JSON reply.
+        """
+        return self._run("delete_clients", {"client_ids": client_ids})
+
+    # ------------------------------------------------------------------------- Variables
+
+    def save_variables(
+        self,
+        variables: Mapping[str, Any],
+        *,
+        client_id: int | str | None = None,
+        clients: Sequence[int | str] | None = None,
+    ) -> Any:
+        """
+        Save variables into the client's current deal, or into the profile with a 'client.' prefix.
+
+        Needs the key permission ``clients_write``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: one client.
+        :param clients: several clients, the same variables for each.
+        :param variables: name -> value.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "save_variables", {"client_id": client_id, "clients": clients, "variables": variables}
+        )
+
+    def get_variables(self, client_id: int | str) -> Any:
+        """
+        Read a client's variables.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :return: the decoded JSON reply.
+        """
+        return self._run("get_variables", {"client_id": client_id})
+
+    # ------------------------------------------------------------------------- Finding a client id
+
+    def find_client_id_by_platform_id(
+        self, platform_ids: Sequence[int | str], *, group_id: str | int | None = None
+    ) -> Any:
+        """
+        Find clients (with their variables) by messenger ids.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param platform_ids: messenger ids.
+        :param group_id: the bot's identifier.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "find_client_id_by_platform_id", {"platform_ids": platform_ids, "group_id": group_id}
+        )
+
+    def online_chat_client_id(
+        self, recipient: str | int, *, tag: str | None = None, name: str | None = None
+    ) -> Any:
+        """
+        Client id of a site's online-chat visitor (SaleBotPro.recipient_id).
+
+        Needs the key permission ``clients_write``. Retried on timeouts, 429 and 5xx.
+
+        :param recipient: the dialogue id on the site.
+        :param tag: the client's tag.
+        :param name: the client's name.
+        :return: the decoded JSON reply.
+        """
+        return self._run("online_chat_client_id", {"recipient": recipient, "tag": tag, "name": name})
+
+    def whatsapp_client_id(self, phone: str | int, *, group_id: str | int | None = None) -> Any:
+        """
+        Client id for a WhatsApp number (HTTP 404 when there is none).
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param phone: the phone.
+        :param group_id: the bot's identifier.
+        :return: the decoded JSON reply.
+        """
+        return self._run("whatsapp_client_id", {"phone": phone, "group_id": group_id})
+
+    def find_client_id_by_phone(self, phone: str | int) -> Any:
+        """
+        Client id by phone; searches WhatsApp clients and variables.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param phone: the phone.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_client_id_by_phone", {"phone": phone})
+
+    def find_client_id_by_email(self, email: str) -> Any:
+        """
+        Client id by email; searches variables.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param email: the email address.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_client_id_by_email", {"email": email})
+
+    def find_client_id_by_var(
+        self,
+        var: str,
+        val: str | int | float | bool,
+        *,
+        group_id: str | int | None = None,
+        search_in: str | None = None,
+    ) -> Any:
+        """
+        Client id by the value of a variable.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param var: variable name.
+        :param val: variable value.
+        :param group_id: the bot's identifier.
+        :param search_in: 'order' to search deal variables (one of order).
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "find_client_id_by_var", {"var": var, "val": val, "group_id": group_id, "search_in": search_in}
+        )
+
+    def find_latest_client_id_by_var(self, var: str, val: str | int | float | bool) -> Any:
+        """
+        Id of the most recently created client with var=val (client and deal variables).
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param var: variable name.
+        :param val: variable value.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_latest_client_id_by_var", {"var": var, "val": val})
+
+    def find_all_client_id_by_var(self, var: str, val: str | int | float | bool) -> Any:
+        """
+        Ids of every client with var=val.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param var: variable name.
+        :param val: variable value.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_all_client_id_by_var", {"var": var, "val": val})
+
+    def find_all_client_id_by_several_vars(self, variables: Mapping[str, Any]) -> Any:
+        """
+        Ids of the clients that have all of up to 3 name=value pairs.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param variables: up to 3 name -> value pairs.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_all_client_id_by_several_vars", {"variables": variables})
+
+    def find_clients(
+        self, q: Mapping[str, Any], *, search_in: str | None = None, include_all: bool | None = None
+    ) -> Any:
+        """
+        Ids of the clients whose variables match conditions (_in, _not_in, _not).
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param q: the conditions.
+        :param search_in: 'order' to search deal variables (one of order).
+        :param include_all: True (default): all conditions; False: any one.
+        :return: the decoded JSON reply.
+        """
+        return self._run("find_clients", {"q": q, "search_in": search_in, "include_all": include_all})
+
+    # ------------------------------------------------------------------------- Deals (orders) in SalebotCRM
+
+    def get_current_order_id(self, client_id: int | str) -> Any:
+        """
+        The id of the client's current deal.
+
+        Needs the key permission ``crm_read``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :return: the decoded JSON reply.
+        """
+        return self._run("get_current_order_id", {"client_id": client_id})
+
+    def get_orders(self, client_id: int | str, *, order_status: int | str | None = None) -> Any:
+        """
+        The ids of the client's deals, optionally by status.
+
+        Needs the key permission ``crm_read``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param order_status: 0 active, 1 won, 2 lost (one of 0, 1, 2).
+        :return: the decoded JSON reply.
+        """
+        return self._run("get_orders", {"client_id": client_id, "order_status": order_status})
+
+    def move_order_to_next_state(self, client_id: int | str, *, order_id: int | str | None = None) -> Any:
+        """
+        Move a deal to the next state of its funnel.
+
+        Needs the key permission ``crm_write``. A send: retried only when surely not processed, never after
+        a timeout or a 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param order_id: the deal; the client's current deal when omitted.
+        :return: the decoded JSON reply.
+        """
+        return self._run("move_order_to_next_state", {"client_id": client_id, "order_id": order_id})
+
+    def get_order_vars(
+        self, client_id: int | str, variables: Sequence[str], *, order_id: int | str | None = None
+    ) -> Any:
+        """
+        Read variables of a deal.
+
+        Needs the key permission ``crm_read``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param order_id: the deal; the client's current deal when omitted.
+        :param variables: variable names.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "get_order_vars", {"client_id": client_id, "order_id": order_id, "variables": variables}
+        )
+
+    def set_order_vars(
+        self, client_id: int | str, variables: Mapping[str, Any], *, order_id: int | str | None = None
+    ) -> Any:
+        """
+        Write variables of a deal.
+
+        Needs the key permission ``crm_write``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param order_id: the deal; the client's current deal when omitted.
+        :param variables: name -> value.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "set_order_vars", {"client_id": client_id, "order_id": order_id, "variables": variables}
+        )
+
+    def create_order(
+        self,
+        *,
+        client_id: int | str | None = None,
+        phone: str | int | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        budget: float | None = None,
+        state_id: int | str | None = None,
+    ) -> Any:
+        """
+        Create a deal; by phone or email a missing client is created (priority client_id > phone > email).
+
+        Needs the key permission ``crm_write``. A send: retried only when surely not processed, never after
+        a timeout or a 5xx.
+
+        :param client_id: the client.
+        :param phone: find or create the client by phone.
+        :param email: find or create the client by email.
+        :param name: the deal's name.
+        :param description: the deal's description.
+        :param budget: the deal's value.
+        :param state_id: the funnel state to put it in.
+        :return: the decoded JSON reply.
+        """
+        return self._run(
+            "create_order",
+            {
+                "client_id": client_id,
+                "phone": phone,
+                "email": email,
+                "name": name,
+                "description": description,
+                "budget": budget,
+                "state_id": state_id,
+            },
+        )
+
+    def set_order_state(self, client_id: int | str, state_id: int | str) -> Any:
+        """
+        Put the client's deal into a funnel state.
+
+        Needs the key permission ``crm_write``. A send: retried only when surely not processed, never after
+        a timeout or a 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param state_id: the funnel state.
+        :return: the decoded JSON reply.
+        """
+        return self._run("set_order_state", {"client_id": client_id, "state_id": state_id})
+
+    def get_order_state(self, client_id: int | str, *, order_id: int | str | None = None) -> Any:
+        """
+        The funnel state of a deal (the current deal by default).
+
+        Needs the key permission ``crm_read``. Retried on timeouts, 429 and 5xx.
+
+        :param client_id: the client's id in Salebot.
+        :param order_id: the deal; the client's current deal when omitted.
+        :return: the decoded JSON reply.
+        """
+        return self._run("get_order_state", {"client_id": client_id, "order_id": order_id})
+
+    # ------------------------------------------------------------------------- Other
+
+    def check_whatsapp(self, phone: str | int) -> Any:
+        """
+        Whether a phone number has WhatsApp (needs WhatsApp connected).
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :param phone: the phone, any format.
+        :return: the decoded JSON reply.
+        """
+        return self._run("check_whatsapp", {"phone": phone})
+
+    def connected_channels(self) -> Any:
+        """
+        The messengers connected to the project, with their group_id.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :return: the decoded JSON reply.
+        """
+        return self._run("connected_channels", {})
+
+    def get_messages(self) -> Any:
+        """
+        The blocks of the bot's scheme.
+
+        Needs the key permission ``clients_read``. Retried on timeouts, 429 and 5xx.
+
+        :return: the decoded JSON reply.
+        """
+        return self._run("get_messages", {})

@@ -1,0 +1,76 @@
+"""The package as Airflow sees it: provider discovery, the connection type, cheap imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import salebot_provider
+
+
+def test_provider_info_names_the_distribution_and_the_connection_type() -> None:
+    info = salebot_provider.get_provider_info()
+    assert info["package-name"] == "airflow-provider-salebot"
+    assert info["versions"] == [salebot_provider.__version__]
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "salebot"
+    assert conn["hook-class-name"] == "salebot_provider.hooks.salebot.SalebotHook"
+    assert conn["hook-name"] == "Salebot"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert set(conn["conn-fields"]) == {
+        "timeout",
+        "max_retries",
+        "backoff_factor",
+        "rate_limit",
+        "verify",
+        "timezone",
+    }
+
+
+def test_entry_point_is_registered() -> None:
+    (ep,) = [
+        e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("salebot_provider")
+    ]
+    assert ep.load() is salebot_provider.get_provider_info
+
+
+def test_providers_manager_knows_the_hook() -> None:
+    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    manager = ProvidersManager()
+    assert "airflow-provider-salebot" in manager.providers
+    hook = ProvidersManagerTaskRuntime().hooks["salebot"]
+    assert hook is not None
+    assert hook.hook_class_name == "salebot_provider.hooks.salebot.SalebotHook"
+    assert hook.connection_id_attribute_name == "salebot_conn_id"
+    assert "extra__salebot__timeout" in manager.connection_form_widgets
+    assert manager.field_behaviours["salebot"]["relabeling"]["password"] == "API key"
+
+
+def _airflow(*args: str) -> str:
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), *args], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    # Airflow may log a line before the JSON document.
+    return next(line for line in reversed(done.stdout.splitlines()) if line.startswith("[{"))
+
+
+def test_airflow_cli_lists_the_provider_and_its_hook() -> None:
+    providers = json.loads(_airflow("providers", "list", "-o", "json"))
+    assert any(p["package_name"] == "airflow-provider-salebot" for p in providers)
+    hooks = json.loads(_airflow("providers", "hooks", "-o", "json"))
+    assert any(h.get("connection_type") == "salebot" for h in hooks)
+
+
+def test_importing_the_package_is_cheap() -> None:
+    heavy = "('airflow', 'requests', 'tenacity')"
+    code = f"import sys, salebot_provider; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
