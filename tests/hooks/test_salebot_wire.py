@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from salebot_provider.exceptions import SalebotAPIError, SalebotConnectionError, SalebotError
 from salebot_provider.hooks import SalebotHook
 from tests.conftest import API_KEY, Reply, ScriptedServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def test_one_hook_reuses_one_connection(server: ScriptedServer) -> None:
@@ -105,11 +108,29 @@ def _failures(server: ScriptedServer, salebot_conn: Any) -> list[SalebotError]:
     return errors
 
 
+@pytest.fixture
+def every_logger_at_debug() -> Iterator[None]:
+    """DEBUG on for every logger there is (urllib3's and requests' included), restored afterwards."""
+    import urllib3  # noqa: F401  (so that its loggers exist before the levels are set)
+
+    loggers = [logging.getLogger(name) for name in ["", *logging.root.manager.loggerDict]]
+    saved = [(logger.level, logger.disabled) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
+    yield
+    for logger, (level, disabled) in zip(loggers, saved, strict=True):
+        logger.setLevel(level)
+        logger.disabled = disabled
+
+
+@pytest.mark.usefixtures("every_logger_at_debug")
 def test_key_is_in_no_log_record_and_no_error(
-    server: ScriptedServer, salebot_conn: Any, caplog: pytest.LogCaptureFixture
+    server: ScriptedServer,
+    salebot_conn: Any,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    for name in ("", "urllib3", "urllib3.connectionpool", "requests", "salebot_provider", "airflow"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
     SalebotHook().get_variables(1)
     errors = _failures(server, salebot_conn)
@@ -120,6 +141,9 @@ def test_key_is_in_no_log_record_and_no_error(
         assert API_KEY not in record.getMessage(), record.name
         assert API_KEY not in str(record.args)
     assert API_KEY not in caplog.text
+    printed = "".join(capfd.readouterr())  # the hook's own (structlog) lines go to the console
+    assert "retrying in" in printed
+    assert API_KEY not in printed
     assert {type(e).__name__ for e in errors} >= {
         "SalebotAPIError",
         "SalebotPermissionError",
