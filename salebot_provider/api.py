@@ -50,6 +50,8 @@ PERMISSION_TEXT: Mapping[str, str] = {
 ATTACHMENT_TYPES = ("image", "video", "link", "file", "audio")
 _ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _DIGITS = re.compile(r"^\d+$")
+_SEND_TIME_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+_DATE_SHAPE = re.compile(r"^\d{2}\.\d{2}\.\d{4}$")
 _ORDER_NOT_FOUND = re.compile(r"^order( \d+)? not found$")
 _KEY_IN_PATH = re.compile(r"/api/[^/\s?#\"']+/")
 
@@ -231,7 +233,7 @@ def _check_bool(action: str, name: str, value: Any) -> Any:
 def _check_send_time(action: str, name: str, value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and _SEND_TIME_SHAPE.match(value):
         try:
             dt.datetime.strptime(value, SEND_TIME_FORMAT)
         except ValueError:
@@ -248,7 +250,7 @@ def _check_send_time(action: str, name: str, value: Any) -> Any:
 def _check_date(action: str, name: str, value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.strftime(HISTORY_DATE_FORMAT)
-    if isinstance(value, str):
+    if isinstance(value, str) and _DATE_SHAPE.match(value):
         try:
             dt.datetime.strptime(value, HISTORY_DATE_FORMAT)
         except ValueError:
@@ -429,10 +431,13 @@ def _reverse_without_list(action: str, params: dict[str, Any]) -> None:
 
 
 def _one_to_three_variables(action: str, params: dict[str, Any]) -> None:
-    if len(params["variables"]) > 3:
-        raise _fail(
-            action, f"parameter 'variables' takes at most 3 name=value pairs; got {len(params['variables'])}"
-        )
+    variables = params["variables"]
+    if len(variables) > 3:
+        raise _fail(action, f"parameter 'variables' takes at most 3 name=value pairs; got {len(variables)}")
+    for name, value in variables.items():
+        if value is None:
+            raise _fail(action, f"parameter 'variables' has no value for {name!r}")
+        _check_scalar(action, f"variables[{name!r}]", value)
 
 
 def _parse_date(text: str) -> dt.date:
@@ -985,6 +990,8 @@ def to_send_time(value: str | dt.datetime, timezone: str) -> str:
 def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
@@ -994,7 +1001,7 @@ def build_request(
     *,
     extra: Mapping[str, Any] | None = None,
     method: str | None = None,
-    timezone: str = DEFAULT_TIMEZONE,
+    timezone: str | Callable[[], str] = DEFAULT_TIMEZONE,
 ) -> Request:
     """
     Validate the parameters and build the request for a known action.
@@ -1003,13 +1010,15 @@ def build_request(
     :param params: the parameters by their API names.
     :param extra: additional body fields of the callback family.
     :param method: overrides the table's method (the vendor accepts both for some actions).
-    :param timezone: the zone an aware ``send_time`` is converted to.
+    :param timezone: the zone an aware ``send_time`` is converted to, or a function giving it (called
+        only when a datetime needs it, so that bad input is found before the connection is read).
     :raises SalebotValidationError: on bad input; nothing has been sent.
     """
     spec = action if isinstance(action, Action) else get_action(action)
     clean = validate(spec, params or {}, extra)
-    if "send_time" in clean:
-        clean["send_time"] = to_send_time(clean["send_time"], timezone)
+    if isinstance(clean.get("send_time"), dt.datetime):
+        zone = timezone if isinstance(timezone, str) else timezone()
+        clean["send_time"] = to_send_time(clean["send_time"], zone)
     payload: Any = clean[spec.body_param] if spec.body_param else clean
     return encode_request(spec.name, method or spec.method, payload)
 
@@ -1057,8 +1066,9 @@ def redact(text: str, secret: str | None = None) -> str:
 
 
 def _excerpt(body: bytes, secret: str | None) -> str:
-    text = " ".join(body[:400].decode("utf-8", "replace").split())
-    return redact(text[:200], secret)
+    # Redact before cutting, so that no part of a key at the cut survives.
+    text = redact(body[:4000].decode("utf-8", "replace"), secret)
+    return " ".join(text.split())[:200]
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -1123,7 +1133,7 @@ def parse_reply(
         return data
 
     excerpt = _excerpt(body, secret)
-    text_status = str(api_status) if api_status is not None else None
+    text_status = redact(str(api_status), secret) if api_status is not None else None
     text_message = redact(str(api_message), secret) if api_message is not None else None
     where = f"Salebot {action} failed (/api/***/{action}): HTTP {http_status}"
     detail = "".join(
@@ -1148,7 +1158,8 @@ def parse_reply(
         )
         raise SalebotPermissionError(f"{where}{detail}. {hint} Body: {excerpt}", **common)
     if http_status == 404 or text_status == "client_not_found" or _ORDER_NOT_FOUND.match(text_status or ""):
-        raise SalebotNotFoundError(f"{where}{detail}. Body: {excerpt}", **common)
+        hint = "" if text_status else " No such client or order, or no such URL: check the connection's host."
+        raise SalebotNotFoundError(f"{where}{detail}.{hint} Body: {excerpt}", **common)
     if http_status == 429:
         wait = _parse_retry_after(retry_after)
         raise SalebotAPIError(

@@ -70,6 +70,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False
+    truncate: bool = False
 
 
 class ScriptedServer:
@@ -126,6 +127,12 @@ class ScriptedServer:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
+                if reply.truncate:
+                    self.wfile.write(raw[: len(raw) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.wfile.write(raw)
 
             do_GET = do_POST = _answer

@@ -71,6 +71,58 @@ CATALOG_METHODS = {
     "get_messages": "GET",
 }
 
+# The permission of each action (catalog.yaml, checked against the Russian original).
+_READ, _WRITE = "clients_read", "clients_write"
+CATALOG_PERMISSIONS = {
+    **dict.fromkeys(
+        [
+            "callback",
+            "vk_callback",
+            "whatsapp_callback",
+            "ok_callback",
+            "tg_callback",
+            "send_callback_by_platform_id",
+            "email_callback",
+            "message",
+            "whatsapp_message",
+            "broadcast",
+            "clear_history",
+            "assign_to_user",
+            "load_clients",
+            "add_to_list",
+            "remove_from_list",
+            "save_variables",
+            "online_chat_client_id",
+        ],
+        _WRITE,
+    ),
+    **dict.fromkeys(
+        [
+            "get_history",
+            "get_clients",
+            "get_variables",
+            "find_client_id_by_platform_id",
+            "whatsapp_client_id",
+            "find_client_id_by_phone",
+            "find_client_id_by_email",
+            "find_client_id_by_var",
+            "find_latest_client_id_by_var",
+            "find_all_client_id_by_var",
+            "find_all_client_id_by_several_vars",
+            "find_clients",
+            "check_whatsapp",
+            "connected_channels",
+            "get_messages",
+        ],
+        _READ,
+    ),
+    "delete_clients": "clients_delete",
+    **dict.fromkeys(["get_current_order_id", "get_orders", "get_order_vars", "get_order_state"], "crm_read"),
+    **dict.fromkeys(
+        ["move_order_to_next_state", "set_order_vars", "create_order", "set_order_state"], "crm_write"
+    ),
+}
+
 # action -> (positional args, keyword args of the hook method, what must reach the wire)
 SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]] = {
     "callback": (

@@ -18,7 +18,7 @@ from salebot_provider.exceptions import (
     SalebotPermissionError,
     SalebotValidationError,
 )
-from tests.samples import CATALOG_ACTIONS, CATALOG_METHODS
+from tests.samples import CATALOG_ACTIONS, CATALOG_METHODS, CATALOG_PERMISSIONS
 
 KEY = "5f3c1a9be07d4c2e8f6a0b1c2d3e4f5a6b7c"
 
@@ -32,6 +32,7 @@ def test_table_has_exactly_the_41_catalog_actions() -> None:
 def test_table_method_and_permission_are_the_vendors(name: str) -> None:
     action = api.ACTIONS[name]
     assert action.method == CATALOG_METHODS.get(name, "POST")
+    assert action.permission == CATALOG_PERMISSIONS[name]
     assert action.permission in api.PERMISSIONS
 
 
@@ -221,6 +222,50 @@ def test_excerpt_never_holds_the_key() -> None:
     assert KEY not in str(info.value)
     assert KEY not in info.value.excerpt
     assert "/api/***/message" in info.value.excerpt
+
+
+def test_excerpt_hides_a_key_that_straddles_the_cut() -> None:
+    for pad in range(170, 200):
+        body = ("x" * pad + f"/api/{KEY}/message").encode()
+        with pytest.raises(SalebotAPIError) as info:
+            api.parse_reply("message", 500, body, secret=KEY)
+        assert KEY[:6] not in str(info.value), pad
+
+
+def test_a_key_in_the_status_field_is_hidden() -> None:
+    with pytest.raises(SalebotAPIError) as info:
+        api.parse_reply("message", 200, json.dumps({"status": f"bad key {KEY}"}).encode(), secret=KEY)
+    assert KEY not in str(info.value)
+    assert KEY not in (info.value.api_status or "")
+
+
+def test_a_bare_404_hints_at_the_host() -> None:
+    with pytest.raises(SalebotNotFoundError, match="check the connection's host"):
+        api.parse_reply("get_clients", 404, b"<html>Not Found</html>")
+    with pytest.raises(SalebotNotFoundError) as info:
+        api.parse_reply("get_current_order_id", 200, b'{"status": "client_not_found"}')
+    assert "host" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "name"),
+    [
+        ("message", {"client_id": 1, "message": "x", "send_time": "2024-1-5 1:2:3"}, "send_time"),
+        ("get_history", {"client_id": 1, "start_date": "1.2.2024", "stop_date": "02.02.2024"}, "start_date"),
+        ("find_all_client_id_by_several_vars", {"variables": {"a": None}}, "no value for 'a'"),
+        ("find_all_client_id_by_several_vars", {"variables": {"a": [1]}}, "must be a string or a number"),
+    ],
+)
+def test_loose_values_are_refused(action: str, params: dict[str, object], name: str) -> None:
+    with pytest.raises(SalebotValidationError, match=name):
+        api.validate(action, params)
+
+
+def test_nested_values_in_a_query_are_json() -> None:
+    request = api.build_request(
+        "callback", {"client_id": 1, "message": "x"}, method="GET", extra={"cart": [1, 2]}
+    )
+    assert request.query == {"client_id": "1", "message": "x", "cart": "[1, 2]"}
 
 
 def test_retry_after_is_read_from_seconds_and_from_a_date() -> None:

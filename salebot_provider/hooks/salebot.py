@@ -117,6 +117,16 @@ class ChunkResult:
     reply: Any
 
 
+#: requests errors raised before anything goes on the wire.
+_NOT_SENT = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     """True when the connection did not open, so the request cannot have been sent."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -277,13 +287,14 @@ class SalebotHook(BaseHook):
             raise SalebotValidationError(
                 f"Salebot {action}: 'params' must be a mapping of parameters", action=action
             )
-        return self._execute(
-            build_request(spec, params, method=http_method, timezone=self.settings.timezone), spec
-        )
+        return self._execute(build_request(spec, params, method=http_method, timezone=self._timezone), spec)
 
     def _run(self, action: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
         spec = get_action(action)
-        return self._execute(build_request(spec, params, extra=extra, timezone=self.settings.timezone), spec)
+        return self._execute(build_request(spec, params, extra=extra, timezone=self._timezone), spec)
+
+    def _timezone(self) -> str:
+        return self.settings.timezone
 
     def _execute(self, request: Request, spec: Action | None) -> Any:
         settings = self.settings
@@ -323,7 +334,6 @@ class SalebotHook(BaseHook):
         settings = self.settings
         if self._limiter is not None:
             self._limiter.wait()
-        where = f"Salebot {request.action} ({request.method} {request.display_path})"
         try:
             response = self.session.request(
                 request.method,
@@ -334,26 +344,20 @@ class SalebotHook(BaseHook):
                 timeout=settings.timeout,
                 verify=settings.verify,
             )
-        except requests.exceptions.ConnectionError as exc:
-            sent = not _never_connected(exc)
-            doubt = "it may have been processed" if sent else "nothing was sent"
-            reason = redact(str(exc), settings.api_key)
-            raise SalebotConnectionError(
-                f"{where}: no reply ({doubt}): {reason}", action=request.action, in_doubt=sent
-            ) from None
-        except requests.exceptions.Timeout:
-            raise SalebotConnectionError(
-                f"{where}: no reply within {settings.timeout:g}s after sending; it may have been processed",
-                action=request.action,
-                in_doubt=True,
-            ) from None
         except requests.exceptions.RequestException as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}", settings.api_key)
-            raise SalebotConnectionError(
-                f"{where}: the request failed before sending: {reason}", action=request.action
-            ) from None
+            failure: SalebotConnectionError | None = self._no_reply(request, exc)
+        else:
+            failure = None
+        if failure is not None:
+            # Raised outside the except block, so that the requests error (its text holds the URL,
+            # key included) is neither the cause nor the context of ours.
+            raise failure
         self.log.debug(
-            "%s -> HTTP %d in %.3fs", where, response.status_code, response.elapsed.total_seconds()
+            "Salebot %s %s -> HTTP %d in %.3fs",
+            request.method,
+            request.display_path,
+            response.status_code,
+            response.elapsed.total_seconds(),
         )
         return parse_reply(
             request.action,
@@ -361,6 +365,28 @@ class SalebotHook(BaseHook):
             response.content,
             retry_after=response.headers.get("Retry-After"),
             secret=settings.api_key,
+        )
+
+    def _no_reply(
+        self, request: Request, exc: requests.exceptions.RequestException
+    ) -> SalebotConnectionError:
+        """Turn a requests error into ours, saying whether the request may have been processed."""
+        settings = self.settings
+        where = f"Salebot {request.action} ({request.method} {request.display_path})"
+        if isinstance(exc, requests.exceptions.Timeout) and not isinstance(
+            exc, requests.exceptions.ConnectTimeout
+        ):
+            return SalebotConnectionError(
+                f"{where}: no reply within {settings.timeout:g}s after sending; it may have been processed",
+                action=request.action,
+                in_doubt=True,
+            )
+        connected = not (isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc))
+        sent = connected and not isinstance(exc, _NOT_SENT)
+        doubt = "it may have been processed" if sent else "nothing was sent"
+        reason = redact(f"{type(exc).__name__}: {exc}", settings.api_key)
+        return SalebotConnectionError(
+            f"{where}: no reply ({doubt}): {reason}", action=request.action, in_doubt=sent
         )
 
     # ------------------------------------------------------------------------- bulk helpers
@@ -372,13 +398,17 @@ class SalebotHook(BaseHook):
         Yield every client of the project (or of one list), page by page, keeping memory flat.
 
         Pages are read with ``get_clients`` until a page comes back shorter than ``page_size``.
-        Progress is logged every few seconds.
+        A client that a page shift shows twice is yielded once. Progress is logged every few seconds.
 
         :param list_id: only the clients of this list.
         :param page_size: clients per request, 1 to 500.
         :param reverse: oldest first (only without ``list_id``).
         :raises SalebotValidationError: on bad arguments, before any request.
         """
+        if not isinstance(page_size, int) or isinstance(page_size, bool):
+            raise SalebotValidationError(
+                f"Salebot iter_clients: 'page_size' must be a whole number; got {page_size!r}"
+            )
         validate(
             "get_clients", {"limit": page_size, "list": list_id, "reverse": reverse or None, "offset": 0}
         )
@@ -386,17 +416,27 @@ class SalebotHook(BaseHook):
 
     def _pages(self, list_id: int | str | None, page_size: int, reverse: bool) -> Iterator[dict[str, Any]]:
         progress = _Progress(self.log, "Salebot get_clients")
+        seen: set[Any] = set()
         offset = 0
         while True:
             reply = self.get_clients(offset=offset, limit=page_size, list_id=list_id, reverse=reverse or None)
-            page = reply.get("clients")
+            page = reply.get("clients") if isinstance(reply, dict) else None
             if not isinstance(page, list):
                 raise SalebotAPIError(
                     f"Salebot get_clients replied without a 'clients' list at offset {offset}",
                     action="get_clients",
                 )
-            yield from page
-            progress.add(len(page))
+            # A client added or removed while paging shifts the pages: drop the repeats it causes.
+            fresh = [c for c in page if not isinstance(c, dict) or c.get("id") not in seen]
+            if page and not fresh:
+                raise SalebotAPIError(
+                    f"Salebot get_clients returned only clients already seen at offset {offset}: "
+                    "the service seems to ignore 'offset'",
+                    action="get_clients",
+                )
+            seen.update(c.get("id") for c in fresh if isinstance(c, dict))
+            yield from fresh
+            progress.add(len(fresh))
             if len(page) < page_size:
                 return
             offset += len(page)
@@ -414,7 +454,8 @@ class SalebotHook(BaseHook):
         Without dates this is one ``get_history`` call (at most 2000 messages). With dates, the
         period is read in windows of ``window_days``; a window that comes back full (2000 items)
         is split in two and read again, down to one day. A single day with 2000 or more messages
-        cannot be read whole through the API: that is logged as a warning.
+        cannot be read whole through the API: that is logged as a warning. Both dates count as
+        inclusive.
 
         :param client_id: the client.
         :param start_date: first day (``dd.mm.yyyy`` or a date), with ``stop_date``.
@@ -436,7 +477,7 @@ class SalebotHook(BaseHook):
 
         cap = 2000
         if "start_date" not in clean:
-            items = self.get_history(client_id=clean["client_id"], limit=cap)["result"]
+            items = self.get_history(client_id=clean["client_id"], limit=cap).get("result") or []
             if len(items) >= cap:
                 self.log.warning(
                     "Salebot get_history returned %d items, the cap: give dates to read all of it", cap

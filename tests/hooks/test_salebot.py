@@ -431,12 +431,32 @@ def test_iter_clients_stops_on_an_empty_page(hook: SalebotHook, requests_mock: r
     assert requests_mock.call_count == 2
 
 
+def test_iter_clients_drops_repeats_and_stops_when_offset_is_ignored(
+    hook: SalebotHook, requests_mock: rm.Mocker
+) -> None:
+    shifted = [{"id": 5}, {"id": 4}]
+    requests_mock.get(
+        url("get_clients"),
+        [
+            {"json": {"status": "success", "clients": [{"id": 6}, {"id": 5}]}},
+            {"json": {"status": "success", "clients": shifted}},  # a new client pushed 5 onto page 2
+            {"json": {"status": "success", "clients": [{"id": 3}]}},
+        ],
+    )
+    assert [c["id"] for c in hook.iter_clients(page_size=2)] == [6, 5, 4, 3]
+    requests_mock.get(url("get_clients"), json={"status": "success", "clients": shifted})
+    with pytest.raises(SalebotAPIError, match="ignore 'offset'"):
+        list(hook.iter_clients(page_size=2))
+
+
 def test_iter_clients_is_lazy_and_checks_its_arguments_first(
     hook: SalebotHook, requests_mock: rm.Mocker
 ) -> None:
     requests_mock.get(url("get_clients"), json={"status": "success", "clients": []})
     with pytest.raises(SalebotValidationError, match="at most 500"):
         hook.iter_clients(page_size=1000)
+    with pytest.raises(SalebotValidationError, match="page_size"):
+        hook.iter_clients(page_size="100")  # type: ignore[arg-type]
     pages = hook.iter_clients()
     assert requests_mock.call_count == 0
     assert list(pages) == []
@@ -614,3 +634,18 @@ def test_connection_uri_form_with_a_scheme_in_the_host(monkeypatch: pytest.Monke
     assert settings.base_url == "http://127.0.0.1:8080"
     assert settings.timeout == 10
     assert settings.api_key == API_KEY
+
+
+def test_bad_input_is_found_before_the_connection_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_SALEBOT_DEFAULT", raising=False)
+    hook = SalebotHook()
+    with pytest.raises(SalebotValidationError, match="give 'message'"):
+        hook.message(1)
+    assert "settings" not in vars(hook)
+
+
+def test_aware_send_time_uses_the_connection_zone(salebot_conn: Any, requests_mock: rm.Mocker) -> None:
+    salebot_conn(timezone="Asia/Novosibirsk")
+    requests_mock.post(url("message"), json={"status": "success"})
+    SalebotHook().message(1, message="x", send_time=dt.datetime(2024, 5, 1, 3, 0, tzinfo=dt.timezone.utc))
+    assert requests_mock.last_request.json()["send_time"] == "2024-05-01 10:00:00"

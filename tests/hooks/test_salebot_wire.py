@@ -46,6 +46,14 @@ def test_send_is_not_retried_after_a_reset(server: ScriptedServer) -> None:
     assert len(server.seen) == 1
 
 
+def test_send_is_not_retried_after_a_cut_short_reply(server: ScriptedServer) -> None:
+    server.script = [Reply(body={"status": "success", "padding": "x" * 100}, truncate=True)]
+    with pytest.raises(SalebotConnectionError, match="may have been processed") as info:
+        SalebotHook().broadcast(list_id=3, message="sale")
+    assert info.value.in_doubt is True
+    assert len(server.seen) == 1
+
+
 def test_read_recovers_after_a_reset(server: ScriptedServer) -> None:
     server.script = [Reply(reset=True), Reply(body={"status": "success", "state_id": 4})]
     assert SalebotHook().get_order_state(1) == {"status": "success", "state_id": 4}
@@ -155,6 +163,8 @@ def test_key_is_in_no_log_record_and_no_error(
         rendered = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         for text in (str(error), repr(error), rendered, str(vars(error))):
             assert API_KEY not in text
+        chained = error.__context__ or error.__cause__
+        assert chained is None or API_KEY not in repr(chained)
 
 
 def test_html_error_page_reports_an_excerpt(server: ScriptedServer) -> None:
