@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow-demo AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-# Until the demo DAGs land: show that Airflow discovers the provider and its connection type.
+# Until the demo DAGs land: Airflow discovers the provider, then a tour of the hook on the emulator.
 demo: $(STAMP)
-	$(AIRFLOW_ENV) $(BIN)/airflow providers get airflow-provider-salebot
-	$(AIRFLOW_ENV) $(BIN)/airflow providers hooks | grep -i salebot
+	$(AIRFLOW_ENV) $(BIN)/airflow providers hooks 2>/dev/null | grep -i -e connection_type -e salebot
+	$(AIRFLOW_ENV) $(BIN)/python -m salebot_provider.testing.tour
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +27,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/emulator.py
 
 clean:
 	rm -rf $(VENV) .airflow-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,454 @@
+"""SalebotEmulator: the Salebot API as a real local HTTP server, with state and injectable faults."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from salebot_provider.api import ACTIONS, PERMISSIONS
+from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults
+from salebot_provider.testing.handlers import HANDLERS, Fail, Params, Reply
+from salebot_provider.testing.state import AutoAdvance, Client, Deal, OutboxItem, State
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+#: Actions the vendor documents as answering both GET and POST.
+BOTH_METHODS = frozenset(
+    {
+        "callback",
+        "vk_callback",
+        "ok_callback",
+        "whatsapp_callback",
+        "message",
+        "whatsapp_message",
+        "check_whatsapp",
+    }
+)
+_API_PATH = re.compile(r"^/api/([^/]+)/([^/]+)/?$")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """
+    One call the emulator received. The key is not kept, only whether it was a known one.
+
+    :param action: the action segment of the path.
+    :param method: ``GET`` or ``POST``.
+    :param params: the query-string parameters.
+    :param body: the decoded JSON body (the raw text when it was not JSON; None for none).
+    :param status: the HTTP status answered (0 when the connection was reset).
+    :param time: when it arrived (the emulator's clock).
+    :param known_key: whether the key in the path was one of the project's.
+    """
+
+    action: str
+    method: str
+    params: dict[str, str]
+    body: Any
+    status: int
+    time: float
+    known_key: bool
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class SalebotEmulator:
+    """
+    A Salebot project on ``127.0.0.1``: all 41 API actions over real HTTP, in-memory state, faults.
+
+    .. code-block:: python
+
+        with SalebotEmulator(clients=1000, seed=1) as emulator:
+            os.environ["AIRFLOW_CONN_SALEBOT_DEFAULT"] = emulator.connection_json()
+            ...  # run the DAG or the hook
+            assert [m.client_id for m in emulator.outbox] == [...]
+
+    :param port: the port to bind; 0 picks a free one.
+    :param host: the address to bind.
+    :param clients: how many seeded clients the project starts (and resets) with.
+    :param seed: the seed of the seeded clients and of every fault decision.
+    :param api_key: the default key (every permission); a random one when None.
+    :param clock: the time source, seconds since the epoch; tests may pass a fake one.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        clients: int = 0,
+        seed: int = 0,
+        api_key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._host, self._port = host, port
+        self._initial = (clients, seed, clock)
+        self.clock = clock
+        self.state = State.default(api_key, self._now)
+        self.api_key = self.state.default_key
+        self.faults = Faults(seed)
+        self._records: list[RequestRecord] = []
+        self._records_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        if clients:
+            self.state.seed_clients(clients, seed)
+
+    def _now(self) -> float:
+        return self.clock()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> SalebotEmulator:
+        """Start serving in a background thread; returns self."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self._host, self._port), _handler_for(self))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="salebot-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> SalebotEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port served on (the one picked, when 0 was asked)."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started: call start() or use it as a context manager")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The URL to put in the connection's host, e.g. ``http://127.0.0.1:8080``."""
+        return f"http://{self._host}:{self.port}"
+
+    def connection_json(self, **extra: Any) -> str:
+        """
+        The connection as JSON, ready for ``AIRFLOW_CONN_SALEBOT_DEFAULT``.
+
+        :param extra: connection extras to add (``timeout``, ``max_retries`` ...).
+        """
+        conn: dict[str, Any] = {"conn_type": "salebot", "host": self.base_url, "password": self.api_key}
+        if extra:
+            conn["extra"] = extra
+        return json.dumps(conn)
+
+    def connection_uri(self) -> str:
+        """The connection as an Airflow URI, ready for ``AIRFLOW_CONN_SALEBOT_DEFAULT``."""
+        return (
+            f"salebot://:{quote(self.api_key, safe='')}@{quote(f'http://{self._host}', safe='')}:{self.port}"
+        )
+
+    # ------------------------------------------------------------------ set-up
+
+    def add_key(self, permissions: Iterable[str]) -> str:
+        """
+        Make another API key with only these permissions.
+
+        :param permissions: names from ``clients_read``, ``clients_write``, ``clients_delete``,
+            ``crm_read``, ``crm_write``.
+        :return: the new key.
+        """
+        wanted = frozenset(permissions)
+        unknown = wanted - set(PERMISSIONS)
+        if unknown:
+            raise ValueError(f"unknown permission(s) {sorted(unknown)}; known: {sorted(PERMISSIONS)}")
+        key = secrets.token_hex(20)
+        with self.state.lock:
+            self.state.keys[key] = wanted
+        return key
+
+    def seed_clients(self, n: int, seed: int | None = None, *, with_deals: bool = True) -> list[int]:
+        """
+        Add ``n`` realistic clients, deterministically (see :meth:`State.seed_clients`).
+
+        :param n: how many.
+        :param seed: the seed; the emulator's when None.
+        :param with_deals: also make deals and list memberships.
+        """
+        with self.state.lock:
+            return self.state.seed_clients(
+                n, self.faults.seed if seed is None else seed, with_deals=with_deals
+            )
+
+    def inject(self, action: str | None = None, **fault: Any) -> Fault:
+        """
+        Add a fault rule; see :class:`~salebot_provider.testing.faults.Fault` for the fields.
+
+        .. code-block:: python
+
+            emulator.inject("message", status=502, processed=True, times=1)  # sent, then a 502
+            emulator.inject(latency=(0.05, 0.2))  # every action slower
+            emulator.inject("get_clients", status=503, rate=0.3)
+
+        :param action: the action it applies to; None for every action.
+        :param fault: the fields of the rule.
+        """
+        if action is not None and action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        return self.faults.add(Fault(action=action, **fault))
+
+    def rate_limit(self, per_second: float | None, action: str | None = None) -> None:
+        """
+        Answer 429 with ``Retry-After`` beyond this many requests per second.
+
+        :param per_second: the allowed rate; None removes the limit.
+        :param action: one action, or None for all together.
+        """
+        self.faults.rate_limit(per_second, action)
+
+    def auto_advance(self, order_id: int, every: float) -> None:
+        """
+        Make a deal move to the next funnel state every ``every`` seconds, so sensors have work.
+
+        :param order_id: the deal.
+        :param every: seconds between moves.
+        """
+        with self.state.lock:
+            if order_id not in self.state.deals:
+                raise KeyError(f"no deal {order_id}")
+            self.state.auto_advance[order_id] = AutoAdvance(every, self.clock())
+
+    def reset(self) -> None:
+        """Back to the starting project: same key, clock and seeded clients; faults and logs cleared."""
+        clients, seed, self.clock = self._initial
+        with self.state.lock:
+            fresh = State.default(self.api_key, self._now)
+            if clients:
+                fresh.seed_clients(clients, seed)
+            for f in fields(State):
+                if f.name != "lock":
+                    setattr(self.state, f.name, getattr(fresh, f.name))
+        self.faults.clear()
+        with self._records_lock:
+            self._records.clear()
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every call received, in order (a copy)."""
+        with self._records_lock:
+            return list(self._records)
+
+    @property
+    def outbox(self) -> list[OutboxItem]:
+        """Every message, callback and broadcast recipient, with the moment it is due (a copy)."""
+        with self.state.lock:
+            return list(self.state.outbox)
+
+    def client(self, client_id: int) -> Client:
+        """A client of the project, by id."""
+        with self.state.lock:
+            return self.state.clients[client_id]
+
+    def deal(self, order_id: int) -> Deal:
+        """A deal, by id, with the automatic funnel moves that are due applied."""
+        with self.state.lock:
+            self.state.tick()
+            return self.state.deals[order_id]
+
+    # ------------------------------------------------------------------ serving
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._records_lock:
+            self._records.append(record)
+
+    def handle_api(
+        self, method: str, key: str, action: str, query: dict[str, str], raw: bytes
+    ) -> tuple[Decision, Reply]:
+        """
+        Answer one API call: faults, key, action, method, permission, then the action itself.
+
+        :return: the fault decision (the server applies latency and resets) and ``(status, body)``.
+        """
+        decision = self.faults.decide(action)
+        known = key in self.state.keys
+        body: Any = None
+        status, reply = 0, None
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        try:
+            failure = decision.failure
+            if decision.retry_after is not None:
+                decision.failure = None
+                status, reply = 429, {"status": "error", "message": "Too many requests"}
+            elif failure is not None and not failure.processed:
+                status, reply = _failure_reply(failure)
+            else:
+                status, reply = self._serve(method, key, action, query, body, raw)
+                if failure is not None:
+                    status, reply = _failure_reply(failure)
+            return decision, (status, reply)
+        finally:
+            record = RequestRecord(action, method, dict(query), body, status, self.clock(), known)
+            self._record(record)
+
+    def _serve(
+        self, method: str, key: str, action: str, query: dict[str, str], body: Any, raw: bytes
+    ) -> Reply:
+        permissions = self.state.keys.get(key)
+        if permissions is None:
+            return 401, {"status": "error", "message": "Invalid API key"}
+        spec = ACTIONS.get(action)
+        handler = HANDLERS.get(action)
+        if spec is None or handler is None:
+            return 404, {"status": "error", "message": f"Unknown action {action}"}
+        allowed = {"GET", "POST"} if action in BOTH_METHODS else {spec.method}
+        if method not in allowed:
+            return 405, {"status": "error", "message": f"{action} answers {' or '.join(sorted(allowed))}"}
+        if spec.permission not in permissions:
+            return 403, {"status": "error", "message": "WRONG_ACTION"}
+        if method == "POST" and raw.strip() and isinstance(body, str):
+            return 400, {"status": "fail", "message": "Error in parameter format"}
+        data = dict(query)
+        if isinstance(body, dict):
+            data.update(body)
+        params = Params(data, body if isinstance(body, list) else None)
+        with self.state.lock:
+            self.state.tick()
+            try:
+                return handler(self.state, params)
+            except Fail as fail:
+                return fail.status, fail.body
+
+    def handle_admin(self, method: str, path: str, raw: bytes) -> Reply:
+        """Answer a call to the admin API under ``/_emulator/``; see docs/testing.md."""
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return 400, {"error": "the body must be JSON"}
+        parts = [p for p in path.split("/") if p][1:]
+        try:
+            return self._admin(method, parts, body)
+        except (KeyError, ValueError, TypeError) as exc:
+            return 400, {"error": str(exc)}
+
+    def _admin(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply:
+        route = (method, *parts[:1])
+        if route == ("GET", "state"):
+            with self.state.lock:
+                return 200, {**self.state.summary(), "base_url": self.base_url}
+        if route == ("GET", "requests"):
+            return 200, [asdict(r) for r in self.requests]
+        if route == ("GET", "outbox"):
+            return 200, [item.as_dict() for item in self.outbox]
+        if route == ("GET", "clients") and len(parts) == 2:
+            client = self.client(int(parts[1]))
+            deals = [asdict(d) for d in self.state.client_deals(client.id)]
+            return 200, {**asdict(client), "deals": deals}
+        if route == ("GET", "deals") and len(parts) == 2:
+            return 200, asdict(self.deal(int(parts[1])))
+        if route == ("POST", "reset"):
+            self.reset()
+            return 200, {"reset": True}
+        if route == ("POST", "faults"):
+            fault = self.inject(**body)
+            return 200, fault.as_dict()
+        if route == ("DELETE", "faults"):
+            self.faults.clear()
+            return 200, {"faults": []}
+        if route == ("GET", "faults"):
+            return 200, [f.as_dict() for f in self.faults.rules]
+        if route == ("POST", "rate_limit"):
+            self.rate_limit(body.get("per_second"), body.get("action"))
+            return 200, {"rate_limit": body.get("per_second")}
+        if route == ("POST", "keys"):
+            return 200, {"key": self.add_key(body.get("permissions", []))}
+        if route == ("POST", "seed"):
+            ids = self.seed_clients(int(body.get("clients", 0)), body.get("seed"))
+            return 200, {"seeded": len(ids)}
+        if route == ("POST", "deals") and len(parts) == 3 and parts[2] == "auto_advance":
+            self.auto_advance(int(parts[1]), float(body["every"]))
+            return 200, {"auto_advance": int(parts[1])}
+        return 404, {"error": f"no admin route {method} /_emulator/{'/'.join(parts)}"}
+
+
+def _failure_reply(fault: Fault) -> Reply:
+    if fault.reset:
+        return 0, None
+    if fault.invalid_json:
+        return 200, b'{"status": "success", "result": [{"id": 1'
+    if fault.html:
+        return 502, HTML_ERROR_PAGE.encode()
+    return fault.status or 500, {"status": "error", "message": "Internal server error"}
+
+
+def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "SalebotEmulator"
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Stay quiet: the emulator keeps its own request log."""
+
+        def _answer(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if parts.path.startswith("/_emulator/"):
+                self._send(*emulator.handle_admin(self.command, parts.path, raw))
+                return
+            match = _API_PATH.match(parts.path)
+            if match is None:
+                self._send(404, {"status": "error", "message": "Not found"})
+                return
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            decision, (status, body) = emulator.handle_api(self.command, match[1], match[2], query, raw)
+            if decision.latency:
+                time.sleep(decision.latency)
+            if decision.failure is not None and decision.failure.reset:
+                self.close_connection = True
+                return
+            headers = (
+                {"Retry-After": str(decision.retry_after)} if status == 429 and decision.retry_after else {}
+            )
+            self._send(status, body, headers)
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            if isinstance(body, bytes):
+                data, kind = body, "text/html" if body.startswith(b"<") else "application/json"
+            else:
+                data, kind = json.dumps(body, ensure_ascii=False).encode(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+    return Handler

@@ -1,0 +1,769 @@
+"""What each of the 41 Salebot actions does to the emulator's state, and what it answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+
+from salebot_provider.api import (
+    ACTIONS,
+    ATTACHMENT_TYPES,
+    DEFAULT_TIMEZONE,
+    HISTORY_DATE_FORMAT,
+    SEND_TIME_FORMAT,
+)
+from salebot_provider.testing.state import (
+    EMAIL,
+    ONLINE_CHAT,
+    TELEPHONY,
+    WHATSAPP,
+    Client,
+    Deal,
+    State,
+    clients_by_ids,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+Reply = tuple[int, Any]
+_SUCCESS: Reply = (200, {"status": "success"})
+_DIGITS = re.compile(r"\D+")
+
+
+class Fail(Exception):
+    """A documented failure reply: raise it anywhere in a handler."""
+
+    def __init__(self, body: Any, status: int = 200) -> None:
+        super().__init__(body)
+        self.status, self.body = status, body
+
+
+def fail(message: str, status: int = 200) -> Fail:
+    """``{"status": "fail", "message": ...}``, the vendor's reply to bad parameters."""
+    return Fail({"status": "fail", "message": message}, status)
+
+
+def _client_not_found(status: int = 200) -> Fail:
+    return Fail({"status": "client_not_found"}, status)
+
+
+class Params:
+    """The parameters of one request: the query string of a GET, the JSON body of a POST."""
+
+    def __init__(self, data: Mapping[str, Any], body: Any = None) -> None:
+        self.data = data
+        self.body = body
+
+    def get(self, name: str) -> Any:
+        value = self.data.get(name)
+        return None if value == "" else value
+
+    def required(self, name: str) -> Any:
+        value = self.get(name)
+        if value is None:
+            raise fail(f'Parameter "{name}" required')
+        return value
+
+    def int(self, name: str, *, required: bool = False) -> int | None:
+        value = self.required(name) if required else self.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+        ):
+            raise fail(f'Error in parameter format: "{name}" must be a number')
+        return int(value)
+
+    def number(self, name: str) -> float | None:
+        value = self.get(name)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise fail(f'Error in parameter format: "{name}" must be a number') from None
+        if number < 0:
+            raise fail(f'Error in parameter format: "{name}" must not be negative')
+        return number
+
+    def list(self, name: str, *, required: bool = False) -> list[Any]:
+        value = self.required(name) if required else self.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise fail(f'Error in parameter format: "{name}" must be an array')
+        return value
+
+    def mapping(self, name: str, *, required: bool = False) -> dict[str, Any]:
+        value = self.required(name) if required else self.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise fail(f'Error in parameter format: "{name}" must be an object')
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self.get(name)
+        return value is True or (isinstance(value, str) and value.lower() in ("true", "1")) or value == 1
+
+    def text(self, name: str) -> str | None:
+        value = self.get(name)
+        return None if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------------- shared pieces
+
+
+def _client(state: State, p: Params, name: str = "client_id", status: int = 200) -> Client:
+    client_id = p.int(name, required=True)
+    client = state.clients.get(client_id or 0)
+    if client is None:
+        raise _client_not_found(status)
+    return client
+
+
+def _digits(phone: Any) -> str:
+    return _DIGITS.sub("", str(phone).split("@", 1)[0])
+
+
+def _by_phone(state: State, phone: Any) -> Client | None:
+    digits = _digits(phone)
+    if not digits:
+        return None
+    for client in state.clients.values():
+        if client.client_type in (WHATSAPP, TELEPHONY) and _digits(client.platform_id) == digits:
+            return client
+    for client in state.clients.values():
+        if any(_digits(client.variables.get(k, "")) == digits for k in ("phone", "client.phone")):
+            return client
+    return None
+
+
+def _by_email(state: State, email: Any) -> Client | None:
+    wanted = str(email).strip().lower()
+    for client in state.clients.values():
+        found = client.platform_id if client.client_type == EMAIL else client.variables.get("email")
+        if str(found or "").lower() == wanted:
+            return client
+    return None
+
+
+def _due(state: State, p: Params) -> float:
+    """When a send is due: time_shift wins over send_time, as the vendor documents."""
+    now = state.clock()
+    shift = p.number("time_shift")
+    if shift is not None:
+        return now + shift
+    send_time = p.get("send_time")
+    if send_time is None:
+        return now
+    try:
+        moment = pendulum.from_format(str(send_time), "YYYY-MM-DD HH:mm:ss", tz=DEFAULT_TIMEZONE)
+    except ValueError:
+        raise fail(f'Error in parameter format: "send_time" must look like {SEND_TIME_FORMAT}') from None
+    return max(now, moment.timestamp())
+
+
+def _content(p: Params) -> dict[str, Any]:
+    """Check and collect what a message carries: text, attachment, block, buttons."""
+    url, kind = p.get("attachment_url"), p.get("attachment_type")
+    if url is not None and kind is None:
+        raise fail('Parameter "attachment_type" required with "attachment_url"')
+    if kind is not None and kind not in ATTACHMENT_TYPES:
+        raise fail(
+            f'Error in parameter format: "attachment_type" must be one of {", ".join(ATTACHMENT_TYPES)}'
+        )
+    if p.get("message") is None and url is None and p.get("message_id") is None:
+        raise fail('Parameter "message" required (or an attachment, or "message_id")')
+    return {
+        "text": p.text("message"),
+        "message_id": p.int("message_id"),
+        "attachment": {"type": kind, "url": url} if url is not None else None,
+    }
+
+
+def _extra_variables(action: str, p: Params) -> dict[str, Any]:
+    named = ACTIONS[action].param_map
+    return {k: v for k, v in p.data.items() if k not in named and not k.startswith(("value_", "delimiter"))}
+
+
+def _start_bot(state: State, action: str, client: Client, p: Params) -> Reply:
+    client.variables.update(_extra_variables(action, p))
+    if p.flag("resume_bot"):
+        client.paused = False
+    client.updated_at = state.now()
+    state.record("callback", action, client.id, p.text("message"), _due(state, p))
+    return _SUCCESS
+
+
+def _messenger_client(state: State, p: Params, client_type: int) -> Client:
+    client = state.find_client(str(p.required("user_id")), client_type, str(p.required("group_id")))
+    if client is None:
+        raise _client_not_found()
+    return client
+
+
+def _deal(state: State, client: Client, p: Params) -> Deal:
+    order_id = p.int("order_id")
+    deal = state.deals.get(order_id) if order_id is not None else state.current_deal(client.id)
+    if deal is None or deal.client_id != client.id:
+        raise Fail({"status": f"order {order_id} not found" if order_id is not None else "order not found"})
+    return deal
+
+
+def _state_id(state: State, p: Params, *, required: bool) -> int | None:
+    state_id = p.int("state_id", required=required)
+    if state_id is not None and state.state_status(state_id) is None:
+        raise fail(f"State {state_id} not found in the funnel")
+    return state_id
+
+
+def _over_limit(p: Params, name: str, limit: int) -> list[Any]:
+    items = p.list(name, required=True)
+    if len(items) > limit:
+        raise fail(f'Too many items in "{name}": {len(items)}, at most {limit} per request', status=400)
+    return items
+
+
+def _client_ids(clients: list[Client]) -> Reply:
+    return 200, {"status": "success", "client_ids": [c.id for c in clients]}
+
+
+def _matches(value: Any, condition: Any) -> bool:
+    if isinstance(condition, dict):
+        if set(condition) - {"_in", "_not_in", "_not"}:
+            raise fail("Error in parameter format")
+        if "_in" in condition and not any(_equal(value, c) for c in condition["_in"]):
+            return False
+        if "_not_in" in condition and any(_equal(value, c) for c in condition["_not_in"]):
+            return False
+        return not ("_not" in condition and _equal(value, condition["_not"]))
+    return _equal(value, condition)
+
+
+def _equal(value: Any, wanted: Any) -> bool:
+    if value is None:
+        return False
+    return str(value) == str(wanted)
+
+
+# ------------------------------------------------------------------------------------- callbacks
+
+
+def callback(state: State, p: Params) -> Reply:
+    if p.get("client_id") is not None:
+        client = _client(state, p)
+    elif p.get("client_phone") is not None:
+        client = _by_phone(state, p.get("client_phone")) or _raise(_client_not_found())
+    elif p.get("client_email") is not None:
+        client = _by_email(state, p.get("client_email")) or _raise(_client_not_found())
+    else:
+        raise fail('Parameter "client_id" required (or "client_phone", or "client_email")')
+    return _start_bot(state, "callback", client, p)
+
+
+def _raise(error: Exception) -> Any:
+    raise error
+
+
+def vk_callback(state: State, p: Params) -> Reply:
+    return _start_bot(state, "vk_callback", _messenger_client(state, p, 0), p)
+
+
+def ok_callback(state: State, p: Params) -> Reply:
+    return _start_bot(state, "ok_callback", _messenger_client(state, p, 8), p)
+
+
+def tg_callback(state: State, p: Params) -> Reply:
+    return _start_bot(state, "tg_callback", _messenger_client(state, p, 1), p)
+
+
+def whatsapp_callback(state: State, p: Params) -> Reply:
+    phone = _digits(p.required("phone"))
+    client = _by_phone(state, phone)
+    if client is None:
+        group = p.text("bot_id") or str(state.channels["whatsapp"][0]["group_id"])
+        client = state.add_client(phone, WHATSAPP, group, name=p.text("name"))
+    return _start_bot(state, "whatsapp_callback", client, p)
+
+
+def email_callback(state: State, p: Params) -> Reply:
+    email = str(p.required("email"))
+    client = _by_email(state, email) or state.add_client(
+        email, EMAIL, p.text("email_id_bot") or "email", name=p.text("name")
+    )
+    return _start_bot(state, "email_callback", client, p)
+
+
+def send_callback_by_platform_id(state: State, p: Params) -> Reply:
+    platform_ids = _over_limit(p, "platform_ids", 300)
+    text = str(p.required("callback_text"))
+    group, due = p.text("group_id"), _due(state, p)
+    for platform_id in platform_ids:
+        client = state.find_client(str(platform_id), group=group)
+        if client is not None:
+            state.record(
+                "callback", "send_callback_by_platform_id", client.id, text, due, platform_id=str(platform_id)
+            )
+    return _SUCCESS
+
+
+# ------------------------------------------------------------------------------------- messages
+
+
+def message(state: State, p: Params) -> Reply:
+    client = _client(state, p, status=404)
+    content = _content(p)
+    state.record(
+        "message",
+        "message",
+        client.id,
+        content["text"],
+        _due(state, p),
+        message_id=content["message_id"],
+        attachment=content["attachment"],
+        buttons=p.get("buttons"),
+    )
+    return _SUCCESS
+
+
+def whatsapp_message(state: State, p: Params) -> Reply:
+    phone = _digits(p.required("phone"))
+    if not state.has_whatsapp():
+        raise fail("WhatsApp is not connected to the project")
+    bot = p.text("whatsapp_bot_id")
+    bots = {str(ch["id"]) for ch in state.channels["whatsapp"]} | {
+        str(ch["group_id"]) for ch in state.channels["whatsapp"]
+    }
+    if bot is not None and bot not in bots:
+        raise fail(f"WhatsApp bot {bot} not found")
+    content = _content(p)
+    client = _by_phone(state, phone) or state.add_client(
+        phone, WHATSAPP, str(state.channels["whatsapp"][0]["group_id"])
+    )
+    state.record(
+        "message",
+        "whatsapp_message",
+        client.id,
+        content["text"],
+        _due(state, p),
+        phone=phone,
+        message_id=content["message_id"],
+        attachment=content["attachment"],
+    )
+    return _SUCCESS
+
+
+def broadcast(state: State, p: Params) -> Reply:
+    audiences = [n for n in ("list", "clients", "platform_ids") if p.get(n) is not None]
+    if len(audiences) != 1:
+        raise fail('Give exactly one of "list", "clients", "platform_ids" (with "group_id")')
+    content = _content(p)
+    if audiences == ["list"]:
+        members = state.lists.get(p.int("list") or 0)
+        if members is None:
+            raise fail(f"List {p.get('list')} not found")
+        recipients = clients_by_ids(state, members)
+    elif audiences == ["clients"]:
+        recipients = clients_by_ids(state, p.list("clients"))
+    else:
+        group = p.text("group_id") or _raise(fail('Parameter "group_id" required with "platform_ids"'))
+        found = (state.find_client(str(pid), group=group) for pid in p.list("platform_ids"))
+        recipients = [c for c in found if c is not None]
+    shift = p.number("shift")
+    gap = 0.2 if shift is None else shift
+    start = _due(state, p)
+    for i, client in enumerate(recipients):
+        state.record(
+            "broadcast",
+            "broadcast",
+            client.id,
+            content["text"],
+            start + i * gap,
+            message_id=content["message_id"],
+            attachment=content["attachment"],
+            buttons=p.get("buttons"),
+        )
+    return _SUCCESS
+
+
+def _day(stamp: int) -> dt.date:
+    return pendulum.from_timestamp(stamp, tz=DEFAULT_TIMEZONE).date()
+
+
+def get_history(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    limit = p.int("limit")
+    limit = 2000 if limit is None else limit
+    if limit > 2000:
+        raise fail('"limit" must be at most 2000', status=400)
+    start, stop = p.get("start_date"), p.get("stop_date")
+    if (start is None) != (stop is None):
+        raise fail('Parameters "start_date" and "stop_date" go together')
+    items = state.history.get(client.id, [])
+    if start is not None:
+        try:
+            first = dt.datetime.strptime(str(start), HISTORY_DATE_FORMAT).date()
+            last = dt.datetime.strptime(str(stop), HISTORY_DATE_FORMAT).date()
+        except ValueError:
+            raise fail("Error in parameter format: dates are dd.mm.yyyy") from None
+        items = [m for m in items if first <= _day(m["created_at"]) <= last]
+    return 200, {"status": "success", "result": items[-limit:] if limit else []}
+
+
+def clear_history(state: State, p: Params) -> Reply:
+    state.history.pop(_client(state, p).id, None)
+    return _SUCCESS
+
+
+# ------------------------------------------------------------------------------------- clients
+
+
+def assign_to_user(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    email = p.text("email")
+    if email is not None and email not in state.employees:
+        raise fail(f"Employee {email} not found")
+    if email is None:
+        email = state.employees[state.assign_cursor % len(state.employees)]
+        state.assign_cursor += 1
+    client.assigned_to = email
+    return _SUCCESS
+
+
+def _load_item(state: State, item: Any, channels: dict[str, int]) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        return {"item": item, "status": "error", "message": "item must be an object"}
+    missing = [k for k in ("platform_id", "group_id", "client_type") if item.get(k) is None]
+    if missing:
+        return {**item, "status": "error", "message": f'Parameter "{missing[0]}" required'}
+    try:
+        client_type = int(item["client_type"])
+    except (TypeError, ValueError):
+        return {**item, "status": "error", "message": 'Error in parameter format: "client_type"'}
+    group = str(item["group_id"])
+    if client_type == TELEPHONY:
+        group = ""
+    elif channels.get(group) != client_type:
+        return {
+            **item,
+            "status": "error",
+            "message": f"No connected channel with group_id {group} and this client_type",
+        }
+    platform_id = _digits(item["platform_id"]) if client_type == WHATSAPP else str(item["platform_id"])
+    if not platform_id:
+        return {**item, "status": "error", "message": 'Error in parameter format: "platform_id"'}
+    client = state.find_client(platform_id, client_type, group) or state.add_client(
+        platform_id, client_type, group
+    )
+    return {**item, "status": "success", "id": client.id}
+
+
+def load_clients(state: State, p: Params) -> Reply:
+    items = p.body
+    if not isinstance(items, list):
+        raise fail("Error in parameter format: the body must be an array of clients")
+    channels = state.group_ids()
+    return 200, {"status": "success", "items": [_load_item(state, item, channels) for item in items]}
+
+
+def _list(state: State, p: Params) -> dict[int, None]:
+    list_id = p.int("list_id", required=True)
+    members = state.lists.get(list_id or 0)
+    if members is None:
+        raise fail(f"List {list_id} not found")
+    return members
+
+
+def add_to_list(state: State, p: Params) -> Reply:
+    members = _list(state, p)
+    for client in clients_by_ids(state, p.list("clients", required=True)):
+        members[client.id] = None
+    return _SUCCESS
+
+
+def remove_from_list(state: State, p: Params) -> Reply:
+    members = _list(state, p)
+    for client in clients_by_ids(state, p.list("clients", required=True)):
+        members.pop(client.id, None)
+    return _SUCCESS
+
+
+def get_clients(state: State, p: Params) -> Reply:
+    offset = p.int("offset") or 0
+    limit = p.int("limit")
+    limit = 500 if limit is None else limit
+    if limit > 500:
+        raise fail('"limit" must be at most 500', status=400)
+    list_id = p.int("list")
+    if list_id is not None:
+        members = state.lists.get(list_id)
+        if members is None:
+            raise fail(f"List {list_id} not found")
+        ids = sorted(members, reverse=True)
+    else:
+        ids = list(state.clients)
+        if not p.flag("reverse"):
+            ids.reverse()
+    page = ids[offset : offset + limit]
+    return 200, {"status": "success", "clients": [state.clients[i].public(state.project_id) for i in page]}
+
+
+def delete_clients(state: State, p: Params) -> Reply:
+    for raw in _over_limit(p, "client_ids", 500):
+        if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+            state.delete_client(int(raw))
+    return _SUCCESS
+
+
+# ------------------------------------------------------------------------------------- variables
+
+
+def save_variables(state: State, p: Params) -> Reply:
+    variables = p.mapping("variables", required=True)
+    if p.get("client_id") is not None:
+        targets = [_client(state, p)]
+    elif p.get("clients") is not None:
+        targets = clients_by_ids(state, p.list("clients"))
+    else:
+        raise fail('Parameter "client_id" required (or "clients")')
+    profile = {k.removeprefix("client."): v for k, v in variables.items() if k.startswith("client.")}
+    deal_vars = {k: v for k, v in variables.items() if not k.startswith("client.")}
+    for client in targets:
+        client.variables.update(profile)
+        client.updated_at = state.now()
+        if deal_vars:
+            (state.current_deal(client.id) or state.add_deal(client.id)).variables.update(deal_vars)
+    return _SUCCESS
+
+
+def get_variables(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    deal = state.current_deal(client.id)
+    return 200, {
+        "status": "success",
+        "variables": dict(client.variables),
+        "order_variables": dict(deal.variables) if deal else {},
+    }
+
+
+# ------------------------------------------------------------------------------------- finding client ids
+
+
+def find_client_id_by_platform_id(state: State, p: Params) -> Reply:
+    group = p.text("group_id")
+    found = []
+    for platform_id in p.list("platform_ids", required=True):
+        for client_id in state.by_platform_id.get(str(platform_id), ()):
+            c = state.clients[client_id]
+            if group in (None, c.group):
+                found.append(
+                    {
+                        "id": c.id,
+                        "tag": c.tag,
+                        "created_at": c.created_at,
+                        "name": c.name,
+                        "avatar": None,
+                        "platform_id": c.platform_id,
+                        "group": c.group,
+                        "variables": dict(c.variables),
+                    }
+                )
+    return 200, found
+
+
+def online_chat_client_id(state: State, p: Params) -> Reply:
+    recipient = str(p.required("recipient"))
+    client = state.find_client(recipient, ONLINE_CHAT) or state.add_client(
+        recipient, ONLINE_CHAT, "online_chat"
+    )
+    if p.get("tag") is not None:
+        client.tag = p.text("tag")
+    if p.get("name") is not None:
+        client.name = p.text("name")
+    return 200, {"client_id": client.id}
+
+
+def whatsapp_client_id(state: State, p: Params) -> Reply:
+    digits, group = _digits(p.required("phone")), p.text("group_id")
+    for client in state.clients.values():
+        if (
+            client.client_type == WHATSAPP
+            and _digits(client.platform_id) == digits
+            and group in (None, client.group)
+        ):
+            return 200, {"status": "success", "client_id": client.id}
+    raise _client_not_found(404)
+
+
+def find_client_id_by_phone(state: State, p: Params) -> Reply:
+    client = _by_phone(state, p.required("phone")) or _raise(_client_not_found())
+    return 200, {"status": "success", "client_id": client.id}
+
+
+def find_client_id_by_email(state: State, p: Params) -> Reply:
+    client = _by_email(state, p.required("email")) or _raise(_client_not_found())
+    return 200, {"status": "success", "client_id": client.id}
+
+
+def _with_var(state: State, var: str, val: Any, *, deals: bool, clients: bool = True) -> list[Client]:
+    found: dict[int, Client] = {}
+    if clients:
+        found.update((c.id, c) for c in state.clients.values() if _equal(c.variables.get(var), val))
+    if deals:
+        for deal in state.deals.values():
+            if _equal(deal.variables.get(var), val) and deal.client_id in state.clients:
+                found[deal.client_id] = state.clients[deal.client_id]
+    return sorted(found.values(), key=lambda c: c.id)
+
+
+def find_client_id_by_var(state: State, p: Params) -> Reply:
+    search_in = p.text("search_in")
+    if search_in not in (None, "order"):
+        raise fail('Error in parameter format: "search_in" may only be "order"')
+    order = search_in == "order"
+    found = _with_var(state, str(p.required("var")), p.required("val"), deals=order, clients=not order)
+    group = p.text("group_id")
+    found = [c for c in found if group in (None, c.group)]
+    if not found:
+        raise _client_not_found()
+    return 200, {"status": "success", "client_id": found[0].id}
+
+
+def find_latest_client_id_by_var(state: State, p: Params) -> Reply:
+    found = _with_var(state, str(p.required("var")), p.required("val"), deals=True)
+    if not found:
+        raise _client_not_found()
+    return 200, {"status": "success", "client_id": max(found, key=lambda c: (c.created_at, c.id)).id}
+
+
+def find_all_client_id_by_var(state: State, p: Params) -> Reply:
+    return _client_ids(_with_var(state, str(p.required("var")), p.required("val"), deals=False))
+
+
+def find_all_client_id_by_several_vars(state: State, p: Params) -> Reply:
+    pairs = dict(p.data)
+    if not pairs or len(pairs) > 3:
+        raise fail(f"Give 1 to 3 variable=value pairs; got {len(pairs)}")
+    return _client_ids(
+        [c for c in state.clients.values() if all(_equal(c.variables.get(k), v) for k, v in pairs.items())]
+    )
+
+
+def find_clients(state: State, p: Params) -> Reply:
+    query = p.required("q")
+    if not isinstance(query, dict) or not query:
+        raise fail("Error in parameter format")
+    search_in = p.text("search_in")
+    if search_in not in (None, "order"):
+        raise fail("Error in parameter format")
+    include_all = p.get("include_all") is None or p.flag("include_all")
+    check = all if include_all else any
+    if search_in == "order":
+        sources = [(d.client_id, d.variables) for d in state.deals.values() if d.client_id in state.clients]
+    else:
+        sources = [(c.id, c.variables) for c in state.clients.values()]
+    ids = sorted(
+        {cid for cid, variables in sources if check(_matches(variables.get(k), v) for k, v in query.items())}
+    )
+    return 200, {"status": "success", "client_ids": ids}
+
+
+# ------------------------------------------------------------------------------------- deals
+
+
+def get_current_order_id(state: State, p: Params) -> Reply:
+    deal = state.current_deal(_client(state, p).id)
+    if deal is None:
+        raise Fail({"status": "order not found"})
+    return 200, {"status": "success", "order_id": deal.id}
+
+
+def get_orders(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    wanted = p.int("order_status")
+    if wanted not in (None, 0, 1, 2):
+        raise fail('Error in parameter format: "order_status" is 0, 1 or 2')
+    ids = [d.id for d in state.client_deals(client.id) if wanted in (None, d.status)]
+    return 200, {"status": "success", "order_id": ids}
+
+
+def move_order_to_next_state(state: State, p: Params) -> Reply:
+    deal = _deal(state, _client(state, p), p)
+    state.move_deal(deal, state.next_state(deal.state_id))
+    return 200, {"status": "success", "state_id": deal.state_id}
+
+
+def get_order_vars(state: State, p: Params) -> Reply:
+    deal = _deal(state, _client(state, p), p)
+    names = p.list("variables", required=True)
+    return 200, {"status": "success", "result": {str(n): deal.variables.get(str(n)) for n in names}}
+
+
+def set_order_vars(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    variables = p.mapping("variables", required=True)
+    _deal(state, client, p).variables.update(variables)
+    return _SUCCESS
+
+
+def create_order(state: State, p: Params) -> Reply:
+    state_id = _state_id(state, p, required=False)
+    if p.get("client_id") is not None:
+        client = _client(state, p)
+    elif p.get("phone") is not None:
+        phone = _digits(p.get("phone"))
+        client = _by_phone(state, phone) or state.add_client(phone, TELEPHONY, "")
+    elif p.get("email") is not None:
+        email = str(p.get("email"))
+        client = _by_email(state, email) or state.add_client(email, EMAIL, "email")
+    else:
+        raise fail('Parameter "client_id" required (or "phone", or "email")')
+    budget = p.number("budget")
+    deal = state.add_deal(
+        client.id, state_id, name=p.text("name"), description=p.text("description"), budget=budget
+    )
+    return 200, {"status": "success", "order_id": deal.id}
+
+
+def set_order_state(state: State, p: Params) -> Reply:
+    client = _client(state, p)
+    state_id = _state_id(state, p, required=True)
+    deal = state.current_deal(client.id)
+    if deal is None:
+        raise Fail({"status": "order not found"})
+    state.move_deal(deal, state_id or 0)
+    return _SUCCESS
+
+
+def get_order_state(state: State, p: Params) -> Reply:
+    deal = _deal(state, _client(state, p), p)
+    return 200, {"status": "success", "state_id": deal.state_id}
+
+
+# ------------------------------------------------------------------------------------- other
+
+
+def check_whatsapp(state: State, p: Params) -> Reply:
+    digits = _digits(p.required("phone"))
+    if not state.has_whatsapp():
+        raise fail("WhatsApp is not connected to the project")
+    return 200, {"status": "success", "exists": 10 <= len(digits) <= 15 and not digits.endswith("0")}
+
+
+def connected_channels(state: State, p: Params) -> Reply:
+    return 200, {
+        "project_id": state.project_id,
+        **{k: [dict(c) for c in v] for k, v in state.channels.items()},
+    }
+
+
+def get_messages(state: State, p: Params) -> Reply:
+    return 200, {"status": "success", "messages": [dict(b) for b in state.blocks]}
+
+
+HANDLERS: Mapping[str, Callable[[State, Params], Reply]] = {name: globals()[name] for name in ACTIONS}
