@@ -211,9 +211,19 @@ class SalebotHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        """The HTTP session (keep-alive) all calls of this hook share."""
+        """
+        The HTTP session (keep-alive) all calls of this hook share.
+
+        The environment's proxy and CA bundle settings (``HTTPS_PROXY``, ``NO_PROXY``,
+        ``REQUESTS_CA_BUNDLE`` ...) are read once here, not on every call as requests would.
+        """
         _install_log_redaction()
+        settings = self.settings
         session = requests.Session()
+        environment = session.merge_environment_settings(settings.base_url, {}, None, settings.verify, None)
+        session.trust_env = False
+        session.proxies.update(environment["proxies"])
+        session.verify = environment["verify"]
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"airflow-provider-salebot/{__version__}"}
         )
@@ -342,7 +352,6 @@ class SalebotHook(BaseHook):
                 data=request.body,
                 headers={"Content-Type": "application/json"} if request.body is not None else None,
                 timeout=settings.timeout,
-                verify=settings.verify,
             )
         except requests.exceptions.RequestException as exc:
             failure: SalebotConnectionError | None = self._no_reply(request, exc)

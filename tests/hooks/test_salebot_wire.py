@@ -178,3 +178,22 @@ def test_html_error_page_reports_an_excerpt(server: ScriptedServer) -> None:
     with pytest.raises(SalebotAPIError, match="Service Unavailable") as info:
         SalebotHook().message(1, message="x")
     assert info.value.http_status == 503
+
+
+def test_proxy_from_the_environment_is_used(
+    server: ScriptedServer, salebot_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    salebot_conn("http://salebot.invalid")
+    monkeypatch.setenv("HTTP_PROXY", server.base_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    hook = SalebotHook()
+    hook.get_messages()
+    hook.get_messages()
+    assert [s.action for s in server.seen] == ["get_messages", "get_messages"]
+
+
+def test_no_proxy_is_honoured(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert SalebotHook().get_messages() == {"status": "success"}
