@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Connection JSON: {emulator.connection_json()}")
     print(f"  export AIRFLOW_CONN_SALEBOT_DEFAULT='{emulator.connection_json()}'")
     print(f"Admin API: {emulator.base_url}/_emulator/state (requests, outbox, faults, reset)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            "Warning: the admin API has no authentication; serve on 127.0.0.1 unless you mean it",
+            file=sys.stderr,
+        )
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import re
 import secrets
+import socket
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from salebot_provider.api import ACTIONS, PERMISSIONS
+from salebot_provider.api import ACTIONS, DEFAULT_TIMEZONE, PERMISSIONS
 from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults
 from salebot_provider.testing.handlers import HANDLERS, Fail, Params, Reply
 from salebot_provider.testing.state import AutoAdvance, Client, Deal, OutboxItem, State
@@ -58,10 +62,31 @@ class RequestRecord:
     known_key: bool
 
 
+class _NotFound(Exception):
+    """An admin route named something that does not exist."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (a timeout, a reset test) is not the emulator's error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def close_open_sockets(self) -> None:
+        with self.sockets_lock:
+            for sock in self.open_sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.open_sockets.clear()
 
 
 class SalebotEmulator:
@@ -81,6 +106,7 @@ class SalebotEmulator:
     :param seed: the seed of the seeded clients and of every fault decision.
     :param api_key: the default key (every permission); a random one when None.
     :param clock: the time source, seconds since the epoch; tests may pass a fake one.
+    :param timezone: the project's time zone (``send_time`` and history dates are read in it).
     """
 
     def __init__(
@@ -92,13 +118,16 @@ class SalebotEmulator:
         seed: int = 0,
         api_key: str | None = None,
         clock: Callable[[], float] = time.time,
+        timezone: str = DEFAULT_TIMEZONE,
     ) -> None:
         self._host, self._port = host, port
         self._initial = (clients, seed, clock)
         self.clock = clock
-        self.state = State.default(api_key, self._now)
+        self.timezone = timezone
+        self._offset = 0.0
+        self.state = State.default(api_key, self._now, timezone)
         self.api_key = self.state.default_key
-        self.faults = Faults(seed)
+        self.faults = Faults(seed, self._now)
         self._records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self._server: _Server | None = None
@@ -107,7 +136,7 @@ class SalebotEmulator:
             self.state.seed_clients(clients, seed)
 
     def _now(self) -> float:
-        return self.clock()
+        return self.clock() + self._offset
 
     # ------------------------------------------------------------------ life cycle
 
@@ -123,10 +152,11 @@ class SalebotEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving and free the port."""
+        """Stop serving, close the connections clients keep open, and free the port."""
         if self._server is None:
             return
         self._server.shutdown()
+        self._server.close_open_sockets()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join()
@@ -154,8 +184,11 @@ class SalebotEmulator:
         """
         The connection as JSON, ready for ``AIRFLOW_CONN_SALEBOT_DEFAULT``.
 
-        :param extra: connection extras to add (``timeout``, ``max_retries`` ...).
+        :param extra: connection extras to add (``timeout``, ``max_retries`` ...); the emulator's
+            time zone is added when it is not the default one.
         """
+        if self.timezone != DEFAULT_TIMEZONE:
+            extra = {"timezone": self.timezone, **extra}
         conn: dict[str, Any] = {"conn_type": "salebot", "host": self.base_url, "password": self.api_key}
         if extra:
             conn["extra"] = extra
@@ -163,9 +196,10 @@ class SalebotEmulator:
 
     def connection_uri(self) -> str:
         """The connection as an Airflow URI, ready for ``AIRFLOW_CONN_SALEBOT_DEFAULT``."""
-        return (
+        uri = (
             f"salebot://:{quote(self.api_key, safe='')}@{quote(f'http://{self._host}', safe='')}:{self.port}"
         )
+        return uri if self.timezone == DEFAULT_TIMEZONE else f"{uri}?timezone={quote(self.timezone, safe='')}"
 
     # ------------------------------------------------------------------ set-up
 
@@ -199,6 +233,60 @@ class SalebotEmulator:
                 n, self.faults.seed if seed is None else seed, with_deals=with_deals
             )
 
+    def add_client(
+        self,
+        platform_id: str | int,
+        client_type: int = 1,
+        group: str = "shop_bot",
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        variables: dict[str, Any] | None = None,
+    ) -> int:
+        """
+        Add one client with the fields you choose; by default a Telegram client of ``shop_bot``.
+
+        :param platform_id: the messenger id (the phone for WhatsApp).
+        :param client_type: the messenger type (0 VK, 1 Telegram, 6 WhatsApp, 13 telephony ...).
+        :param group: the bot's group_id.
+        :param name: the client's name.
+        :param tag: the client's tag.
+        :param variables: profile variables.
+        :return: the client's id.
+        """
+        with self.state.lock:
+            client = self.state.add_client(
+                str(platform_id), client_type, group, name=name, tag=tag, variables=dict(variables or {})
+            )
+            return client.id
+
+    def add_list(self, list_id: int | None = None, clients: Iterable[int] = ()) -> int:
+        """
+        Make a client list (Salebot's lists are made in its UI), optionally with members.
+
+        :param list_id: the list's id; the next free one when None.
+        :param clients: client ids to put in it.
+        :return: the list's id.
+        """
+        with self.state.lock:
+            new_id = list_id if list_id is not None else max(self.state.lists, default=1170281) + 1
+            members = self.state.lists.setdefault(new_id, {})
+            for client_id in clients:
+                members[int(client_id)] = None
+            return new_id
+
+    def add_message(self, client_id: int, text: str) -> None:
+        """
+        Record a message the client wrote to the bot (it shows in ``get_history``).
+
+        :param client_id: the client.
+        :param text: what the client wrote.
+        """
+        with self.state.lock:
+            if client_id not in self.state.clients:
+                raise KeyError(f"no client {client_id}")
+            self.state.add_history(client_id, text, client_replica=True)
+
     def inject(self, action: str | None = None, **fault: Any) -> Fault:
         """
         Add a fault rule; see :class:`~salebot_provider.testing.faults.Fault` for the fields.
@@ -212,36 +300,52 @@ class SalebotEmulator:
         :param action: the action it applies to; None for every action.
         :param fault: the fields of the rule.
         """
-        if action is not None and action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}")
+        _known_action(action)
         return self.faults.add(Fault(action=action, **fault))
 
     def rate_limit(self, per_second: float | None, action: str | None = None) -> None:
         """
-        Answer 429 with ``Retry-After`` beyond this many requests per second.
+        Answer 429 with ``Retry-After`` beyond this many requests per second (bursts of that many pass).
 
         :param per_second: the allowed rate; None removes the limit.
         :param action: one action, or None for all together.
         """
+        _known_action(action)
         self.faults.rate_limit(per_second, action)
 
     def auto_advance(self, order_id: int, every: float) -> None:
         """
         Make a deal move to the next funnel state every ``every`` seconds, so sensors have work.
 
+        A won or lost deal stays where it is.
+
         :param order_id: the deal.
         :param every: seconds between moves.
         """
+        if every <= 0:
+            raise ValueError(f"'every' must be more than 0 seconds; got {every}")
         with self.state.lock:
             if order_id not in self.state.deals:
                 raise KeyError(f"no deal {order_id}")
-            self.state.auto_advance[order_id] = AutoAdvance(every, self.clock())
+            self.state.auto_advance[order_id] = AutoAdvance(every, self._now())
+
+    def advance(self, seconds: float) -> None:
+        """
+        Move the emulator's time forward: scheduled sends fall due, deals move, rate limits refill.
+
+        :param seconds: how far, at least 0.
+        """
+        if seconds < 0:
+            raise ValueError(f"time only moves forward; got {seconds}")
+        with self.state.lock:
+            self._offset += seconds
 
     def reset(self) -> None:
-        """Back to the starting project: same key, clock and seeded clients; faults and logs cleared."""
+        """Back to the starting project: same key, clock and seeded clients; faults, time and logs cleared."""
         clients, seed, self.clock = self._initial
         with self.state.lock:
-            fresh = State.default(self.api_key, self._now)
+            self._offset = 0.0
+            fresh = State.default(self.api_key, self._now, self.timezone)
             if clients:
                 fresh.seed_clients(clients, seed)
             for f in fields(State):
@@ -263,24 +367,20 @@ class SalebotEmulator:
     def outbox(self) -> list[OutboxItem]:
         """Every message, callback and broadcast recipient, with the moment it is due (a copy)."""
         with self.state.lock:
-            return list(self.state.outbox)
+            return copy.deepcopy(self.state.outbox)
 
     def client(self, client_id: int) -> Client:
-        """A client of the project, by id."""
+        """A copy of a client of the project, by id."""
         with self.state.lock:
-            return self.state.clients[client_id]
+            return copy.deepcopy(self.state.clients[client_id])
 
     def deal(self, order_id: int) -> Deal:
-        """A deal, by id, with the automatic funnel moves that are due applied."""
+        """A copy of a deal, by id, with the automatic funnel moves that are due applied."""
         with self.state.lock:
             self.state.tick()
-            return self.state.deals[order_id]
+            return copy.deepcopy(self.state.deals[order_id])
 
     # ------------------------------------------------------------------ serving
-
-    def _record(self, record: RequestRecord) -> None:
-        with self._records_lock:
-            self._records.append(record)
 
     def handle_api(
         self, method: str, key: str, action: str, query: dict[str, str], raw: bytes
@@ -288,9 +388,14 @@ class SalebotEmulator:
         """
         Answer one API call: faults, key, action, method, permission, then the action itself.
 
-        :return: the fault decision (the server applies latency and resets) and ``(status, body)``.
+        An injected latency is waited out before anything else, so a slow failure is not processed.
+
+        :return: the fault decision (the server applies resets) and ``(status, body)``.
         """
+        arrived = self._now()
         decision = self.faults.decide(action)
+        if decision.latency:
+            time.sleep(decision.latency)
         known = key in self.state.keys
         body: Any = None
         status, reply = 0, None
@@ -301,7 +406,6 @@ class SalebotEmulator:
         try:
             failure = decision.failure
             if decision.retry_after is not None:
-                decision.failure = None
                 status, reply = 429, {"status": "error", "message": "Too many requests"}
             elif failure is not None and not failure.processed:
                 status, reply = _failure_reply(failure)
@@ -311,8 +415,8 @@ class SalebotEmulator:
                     status, reply = _failure_reply(failure)
             return decision, (status, reply)
         finally:
-            record = RequestRecord(action, method, dict(query), body, status, self.clock(), known)
-            self._record(record)
+            with self._records_lock:
+                self._records.append(RequestRecord(action, method, dict(query), body, status, arrived, known))
 
     def _serve(
         self, method: str, key: str, action: str, query: dict[str, str], body: Any, raw: bytes
@@ -341,6 +445,12 @@ class SalebotEmulator:
                 return handler(self.state, params)
             except Fail as fail:
                 return fail.status, fail.body
+            except Exception as exc:
+                # A bug of the emulator's: say so in a reply rather than dropping the connection.
+                return 500, {
+                    "status": "error",
+                    "message": f"emulator error in {action}: {type(exc).__name__}: {exc}",
+                }
 
     def handle_admin(self, method: str, path: str, raw: bytes) -> Reply:
         """Answer a call to the admin API under ``/_emulator/``; see docs/testing.md."""
@@ -348,50 +458,70 @@ class SalebotEmulator:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
             return 400, {"error": "the body must be JSON"}
+        if not isinstance(body, dict):
+            return 400, {"error": "the body must be a JSON object"}
         parts = [p for p in path.split("/") if p][1:]
         try:
             return self._admin(method, parts, body)
-        except (KeyError, ValueError, TypeError) as exc:
+        except (_NotFound, KeyError) as exc:
+            return 404, {"error": f"not found: {exc}"}
+        except (ValueError, TypeError) as exc:
             return 400, {"error": str(exc)}
 
     def _admin(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply:
-        route = (method, *parts[:1])
-        if route == ("GET", "state"):
+        route = (method, *parts[:1], len(parts))
+        if route == ("GET", "state", 1):
             with self.state.lock:
-                return 200, {**self.state.summary(), "base_url": self.base_url}
-        if route == ("GET", "requests"):
+                return 200, {**self.state.summary(), "base_url": self.base_url, "time": self._now()}
+        if route == ("GET", "requests", 1):
             return 200, [asdict(r) for r in self.requests]
-        if route == ("GET", "outbox"):
+        if route == ("GET", "outbox", 1):
             return 200, [item.as_dict() for item in self.outbox]
-        if route == ("GET", "clients") and len(parts) == 2:
+        if route == ("GET", "clients", 2):
             client = self.client(int(parts[1]))
-            deals = [asdict(d) for d in self.state.client_deals(client.id)]
+            with self.state.lock:
+                self.state.tick()
+                deals = [asdict(d) for d in self.state.client_deals(client.id)]
             return 200, {**asdict(client), "deals": deals}
-        if route == ("GET", "deals") and len(parts) == 2:
+        if route == ("POST", "clients", 1):
+            return 200, {"id": self.add_client(**body)}
+        if route == ("POST", "clients", 3) and parts[2] == "messages":
+            self.add_message(int(parts[1]), str(body["text"]))
+            return 200, {"added": True}
+        if route == ("GET", "deals", 2):
             return 200, asdict(self.deal(int(parts[1])))
-        if route == ("POST", "reset"):
-            self.reset()
-            return 200, {"reset": True}
-        if route == ("POST", "faults"):
-            fault = self.inject(**body)
-            return 200, fault.as_dict()
-        if route == ("DELETE", "faults"):
-            self.faults.clear()
-            return 200, {"faults": []}
-        if route == ("GET", "faults"):
-            return 200, [f.as_dict() for f in self.faults.rules]
-        if route == ("POST", "rate_limit"):
-            self.rate_limit(body.get("per_second"), body.get("action"))
-            return 200, {"rate_limit": body.get("per_second")}
-        if route == ("POST", "keys"):
-            return 200, {"key": self.add_key(body.get("permissions", []))}
-        if route == ("POST", "seed"):
-            ids = self.seed_clients(int(body.get("clients", 0)), body.get("seed"))
-            return 200, {"seeded": len(ids)}
-        if route == ("POST", "deals") and len(parts) == 3 and parts[2] == "auto_advance":
+        if route == ("POST", "deals", 3) and parts[2] == "auto_advance":
             self.auto_advance(int(parts[1]), float(body["every"]))
             return 200, {"auto_advance": int(parts[1])}
-        return 404, {"error": f"no admin route {method} /_emulator/{'/'.join(parts)}"}
+        if route == ("POST", "lists", 1):
+            return 200, {"list_id": self.add_list(body.get("list_id"), body.get("clients", ()))}
+        if route == ("POST", "reset", 1):
+            self.reset()
+            return 200, {"reset": True}
+        if route == ("POST", "faults", 1):
+            return 200, self.inject(**body).as_dict()
+        if route == ("GET", "faults", 1):
+            return 200, [f.as_dict() for f in self.faults.rules]
+        if route == ("DELETE", "faults", 1):
+            self.faults.clear()
+            return 200, {"faults": []}
+        if route == ("POST", "rate_limit", 1):
+            self.rate_limit(body.get("per_second"), body.get("action"))
+            return 200, {"rate_limit": body.get("per_second")}
+        if route == ("POST", "keys", 1):
+            return 200, {"key": self.add_key(body.get("permissions", []))}
+        if route == ("POST", "seed", 1):
+            ids = self.seed_clients(int(body.get("clients", 0)), body.get("seed"))
+            return 200, {"seeded": len(ids)}
+        if route == ("POST", "clock", 1):
+            self.advance(float(body.get("advance", 0)))
+            return 200, {"time": self._now()}
+        raise _NotFound(f"no admin route {method} /_emulator/{'/'.join(parts)}")
+
+
+def _known_action(action: str | None) -> None:
+    if action is not None and action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
 
 
 def _failure_reply(fault: Fault) -> Reply:
@@ -400,7 +530,7 @@ def _failure_reply(fault: Fault) -> Reply:
     if fault.invalid_json:
         return 200, b'{"status": "success", "result": [{"id": 1'
     if fault.html:
-        return 502, HTML_ERROR_PAGE.encode()
+        return fault.status or 502, HTML_ERROR_PAGE.encode()
     return fault.status or 500, {"status": "error", "message": "Internal server error"}
 
 
@@ -409,6 +539,18 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "SalebotEmulator"
         disable_nagle_algorithm = True
+        server: _Server
+
+        def setup(self) -> None:
+            super().setup()
+            with self.server.sockets_lock:
+                self.server.open_sockets.add(self.connection)
+
+        def finish(self) -> None:
+            with self.server.sockets_lock:
+                self.server.open_sockets.discard(self.connection)
+            with contextlib.suppress(ConnectionError):
+                super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:
             """Stay quiet: the emulator keeps its own request log."""
@@ -425,9 +567,8 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"status": "error", "message": "Not found"})
                 return
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            decision, (status, body) = emulator.handle_api(self.command, match[1], match[2], query, raw)
-            if decision.latency:
-                time.sleep(decision.latency)
+            key, action = unquote(match[1]), match[2]
+            decision, (status, body) = emulator.handle_api(self.command, key, action, query, raw)
             if decision.failure is not None and decision.failure.reset:
                 self.close_connection = True
                 return

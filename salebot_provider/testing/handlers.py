@@ -11,7 +11,6 @@ import pendulum
 from salebot_provider.api import (
     ACTIONS,
     ATTACHMENT_TYPES,
-    DEFAULT_TIMEZONE,
     HISTORY_DATE_FORMAT,
     SEND_TIME_FORMAT,
 )
@@ -162,14 +161,14 @@ def _due(state: State, p: Params) -> float:
     if send_time is None:
         return now
     try:
-        moment = pendulum.from_format(str(send_time), "YYYY-MM-DD HH:mm:ss", tz=DEFAULT_TIMEZONE)
+        moment = pendulum.from_format(str(send_time), "YYYY-MM-DD HH:mm:ss", tz=state.timezone)
     except ValueError:
         raise fail(f'Error in parameter format: "send_time" must look like {SEND_TIME_FORMAT}') from None
-    return max(now, moment.timestamp())
+    return max(now, moment.timestamp())  # a moment in the past means now
 
 
-def _content(p: Params) -> dict[str, Any]:
-    """Check and collect what a message carries: text, attachment, block, buttons."""
+def _content(state: State, p: Params) -> dict[str, Any]:
+    """Check and collect what a message carries: text (a block's, for message_id), attachment."""
     url, kind = p.get("attachment_url"), p.get("attachment_type")
     if url is not None and kind is None:
         raise fail('Parameter "attachment_type" required with "attachment_url"')
@@ -179,9 +178,16 @@ def _content(p: Params) -> dict[str, Any]:
         )
     if p.get("message") is None and url is None and p.get("message_id") is None:
         raise fail('Parameter "message" required (or an attachment, or "message_id")')
+    message_id = p.int("message_id")
+    text = p.text("message")
+    if message_id is not None:
+        block = next((b for b in state.blocks if b["id"] == message_id), None)
+        if block is None:
+            raise fail(f"Block {message_id} not found in the bot's scheme")
+        text = block["text"] if text is None else text
     return {
-        "text": p.text("message"),
-        "message_id": p.int("message_id"),
+        "text": text,
+        "message_id": message_id,
         "attachment": {"type": kind, "url": url} if url is not None else None,
     }
 
@@ -193,6 +199,8 @@ def _extra_variables(action: str, p: Params) -> dict[str, Any]:
 
 def _start_bot(state: State, action: str, client: Client, p: Params) -> Reply:
     client.variables.update(_extra_variables(action, p))
+    if "name" in ACTIONS[action].param_map and p.get("name") is not None:
+        client.name = p.text("name")
     if p.flag("resume_bot"):
         client.paused = False
     client.updated_at = state.now()
@@ -207,11 +215,12 @@ def _messenger_client(state: State, p: Params, client_type: int) -> Client:
     return client
 
 
-def _deal(state: State, client: Client, p: Params) -> Deal:
+def _deal(state: State, client: Client, p: Params, *, numbered: bool = True) -> Deal:
     order_id = p.int("order_id")
     deal = state.deals.get(order_id) if order_id is not None else state.current_deal(client.id)
     if deal is None or deal.client_id != client.id:
-        raise Fail({"status": f"order {order_id} not found" if order_id is not None else "order not found"})
+        named = numbered and order_id is not None
+        raise Fail({"status": f"order {order_id} not found" if named else "order not found"})
     return deal
 
 
@@ -233,10 +242,29 @@ def _client_ids(clients: list[Client]) -> Reply:
     return 200, {"status": "success", "client_ids": [c.id for c in clients]}
 
 
+def _check_condition(condition: Any) -> None:
+    if isinstance(condition, dict):
+        if not condition or set(condition) - {"_in", "_not_in", "_not"}:
+            raise fail("Error in parameter format")
+        for key in ("_in", "_not_in"):
+            if key in condition and not isinstance(condition[key], list):
+                raise fail("Error in parameter format")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numbers_only(sources: list[tuple[int, dict[str, Any]]], query: dict[str, Any]) -> None:
+    """The vendor: comparing numbers works only if every client's variable holds a number."""
+    for name, condition in query.items():
+        wanted = condition.get("_not") if isinstance(condition, dict) else condition
+        if _is_number(wanted) and any(name in v and not _is_number(v[name]) for _, v in sources):
+            raise fail("Something went wrong")
+
+
 def _matches(value: Any, condition: Any) -> bool:
     if isinstance(condition, dict):
-        if set(condition) - {"_in", "_not_in", "_not"}:
-            raise fail("Error in parameter format")
         if "_in" in condition and not any(_equal(value, c) for c in condition["_in"]):
             return False
         if "_not_in" in condition and any(_equal(value, c) for c in condition["_not_in"]):
@@ -282,19 +310,34 @@ def tg_callback(state: State, p: Params) -> Reply:
     return _start_bot(state, "tg_callback", _messenger_client(state, p, 1), p)
 
 
+def _whatsapp_client(state: State, phone: Any, bot: str | None) -> Client:
+    """The WhatsApp client with this number (of this bot, when given), created when missing."""
+    if not state.has_whatsapp():
+        raise fail("WhatsApp is not connected to the project")
+    bots = {str(ch["id"]): str(ch["group_id"]) for ch in state.channels["whatsapp"]}
+    bots.update({g: g for g in bots.values()})
+    if bot is not None and bot not in bots:
+        raise fail(f"WhatsApp bot {bot} not found")
+    group = bots[bot] if bot is not None else str(state.channels["whatsapp"][0]["group_id"])
+    digits = _digits(phone)
+    if not digits:
+        raise fail('Error in parameter format: "phone"')
+    for client_id in state.by_platform_id.get(digits, ()):
+        client = state.clients[client_id]
+        if client.client_type == WHATSAPP and (bot is None or client.group == group):
+            return client
+    return state.add_client(digits, WHATSAPP, group)
+
+
 def whatsapp_callback(state: State, p: Params) -> Reply:
-    phone = _digits(p.required("phone"))
-    client = _by_phone(state, phone)
-    if client is None:
-        group = p.text("bot_id") or str(state.channels["whatsapp"][0]["group_id"])
-        client = state.add_client(phone, WHATSAPP, group, name=p.text("name"))
+    client = _whatsapp_client(state, p.required("phone"), p.text("bot_id"))
     return _start_bot(state, "whatsapp_callback", client, p)
 
 
 def email_callback(state: State, p: Params) -> Reply:
-    email = str(p.required("email"))
-    client = _by_email(state, email) or state.add_client(
-        email, EMAIL, p.text("email_id_bot") or "email", name=p.text("name")
+    email = str(p.required("email")).strip().lower()
+    client = state.find_client(email, EMAIL) or state.add_client(
+        email, EMAIL, p.text("email_id_bot") or "email"
     )
     return _start_bot(state, "email_callback", client, p)
 
@@ -304,11 +347,10 @@ def send_callback_by_platform_id(state: State, p: Params) -> Reply:
     text = str(p.required("callback_text"))
     group, due = p.text("group_id"), _due(state, p)
     for platform_id in platform_ids:
-        client = state.find_client(str(platform_id), group=group)
-        if client is not None:
-            state.record(
-                "callback", "send_callback_by_platform_id", client.id, text, due, platform_id=str(platform_id)
-            )
+        for client_id in state.by_platform_id.get(str(platform_id), ()):
+            if group in (None, state.clients[client_id].group):
+                action = "send_callback_by_platform_id"
+                state.record("callback", action, client_id, text, due, platform_id=str(platform_id))
     return _SUCCESS
 
 
@@ -317,7 +359,7 @@ def send_callback_by_platform_id(state: State, p: Params) -> Reply:
 
 def message(state: State, p: Params) -> Reply:
     client = _client(state, p, status=404)
-    content = _content(p)
+    content = _content(state, p)
     state.record(
         "message",
         "message",
@@ -332,26 +374,16 @@ def message(state: State, p: Params) -> Reply:
 
 
 def whatsapp_message(state: State, p: Params) -> Reply:
-    phone = _digits(p.required("phone"))
-    if not state.has_whatsapp():
-        raise fail("WhatsApp is not connected to the project")
-    bot = p.text("whatsapp_bot_id")
-    bots = {str(ch["id"]) for ch in state.channels["whatsapp"]} | {
-        str(ch["group_id"]) for ch in state.channels["whatsapp"]
-    }
-    if bot is not None and bot not in bots:
-        raise fail(f"WhatsApp bot {bot} not found")
-    content = _content(p)
-    client = _by_phone(state, phone) or state.add_client(
-        phone, WHATSAPP, str(state.channels["whatsapp"][0]["group_id"])
-    )
+    phone = p.required("phone")
+    content = _content(state, p)
+    client = _whatsapp_client(state, phone, p.text("whatsapp_bot_id"))
     state.record(
         "message",
         "whatsapp_message",
         client.id,
         content["text"],
         _due(state, p),
-        phone=phone,
+        phone=client.platform_id,
         message_id=content["message_id"],
         attachment=content["attachment"],
     )
@@ -362,7 +394,7 @@ def broadcast(state: State, p: Params) -> Reply:
     audiences = [n for n in ("list", "clients", "platform_ids") if p.get(n) is not None]
     if len(audiences) != 1:
         raise fail('Give exactly one of "list", "clients", "platform_ids" (with "group_id")')
-    content = _content(p)
+    content = _content(state, p)
     if audiences == ["list"]:
         members = state.lists.get(p.int("list") or 0)
         if members is None:
@@ -391,8 +423,8 @@ def broadcast(state: State, p: Params) -> Reply:
     return _SUCCESS
 
 
-def _day(stamp: int) -> dt.date:
-    return pendulum.from_timestamp(stamp, tz=DEFAULT_TIMEZONE).date()
+def _day(state: State, stamp: int) -> dt.date:
+    return pendulum.from_timestamp(stamp, tz=state.timezone).date()
 
 
 def get_history(state: State, p: Params) -> Reply:
@@ -404,14 +436,15 @@ def get_history(state: State, p: Params) -> Reply:
     start, stop = p.get("start_date"), p.get("stop_date")
     if (start is None) != (stop is None):
         raise fail('Parameters "start_date" and "stop_date" go together')
-    items = state.history.get(client.id, [])
+    now = state.now()
+    items = [m for m in state.history.get(client.id, []) if m["created_at"] <= now]  # scheduled: not yet
     if start is not None:
         try:
             first = dt.datetime.strptime(str(start), HISTORY_DATE_FORMAT).date()
             last = dt.datetime.strptime(str(stop), HISTORY_DATE_FORMAT).date()
         except ValueError:
             raise fail("Error in parameter format: dates are dd.mm.yyyy") from None
-        items = [m for m in items if first <= _day(m["created_at"]) <= last]
+        items = [m for m in items if first <= _day(state, m["created_at"]) <= last]
     return 200, {"status": "success", "result": items[-limit:] if limit else []}
 
 
@@ -661,12 +694,15 @@ def find_clients(state: State, p: Params) -> Reply:
     search_in = p.text("search_in")
     if search_in not in (None, "order"):
         raise fail("Error in parameter format")
+    for condition in query.values():
+        _check_condition(condition)
     include_all = p.get("include_all") is None or p.flag("include_all")
     check = all if include_all else any
     if search_in == "order":
         sources = [(d.client_id, d.variables) for d in state.deals.values() if d.client_id in state.clients]
     else:
         sources = [(c.id, c.variables) for c in state.clients.values()]
+    _numbers_only(sources, query)
     ids = sorted(
         {cid for cid, variables in sources if check(_matches(variables.get(k), v) for k, v in query.items())}
     )
@@ -741,7 +777,7 @@ def set_order_state(state: State, p: Params) -> Reply:
 
 
 def get_order_state(state: State, p: Params) -> Reply:
-    deal = _deal(state, _client(state, p), p)
+    deal = _deal(state, _client(state, p), p, numbered=False)  # the vendor documents 'order not found' here
     return 200, {"status": "success", "state_id": deal.state_id}
 
 

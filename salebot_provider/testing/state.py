@@ -27,6 +27,8 @@ CLIENT_TYPES = {
     13: "telephony",
 }
 WHATSAPP, ONLINE_CHAT, EMAIL, TELEPHONY = 6, 5, 11, 13
+#: Seeded clients are created from this moment on (01.01.2024 00:00 in Moscow), whatever the clock.
+SEED_EPOCH = 1_704_056_400
 ACTIVE, WON, LOST = 0, 1, 2
 
 _FIRST = ["Анна", "Иван", "Мария", "Олег", "Елена", "Дмитрий", "Ольга", "Сергей", "Наталья", "Павел", "Ирина"]
@@ -126,6 +128,7 @@ class State:
 
     clock: Callable[[], float] = time.time
     project_id: int = 1
+    timezone: str = "Europe/Moscow"
     lock: threading.RLock = field(default_factory=threading.RLock)
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -149,9 +152,14 @@ class State:
     # ------------------------------------------------------------------ set-up
 
     @classmethod
-    def default(cls, api_key: str | None = None, clock: Callable[[], float] = time.time) -> State:
+    def default(
+        cls,
+        api_key: str | None = None,
+        clock: Callable[[], float] = time.time,
+        timezone: str = "Europe/Moscow",
+    ) -> State:
         """A project with one all-permission key, four channels, a five-state funnel, two lists."""
-        state = cls(clock=clock)
+        state = cls(clock=clock, timezone=timezone)
         state.keys[api_key or secrets.token_hex(20)] = frozenset(PERMISSIONS)
         state.channels = {
             "viber": [],
@@ -279,7 +287,7 @@ class State:
             for ctype, chans in ((1, "telegram"), (0, "vkontakte"), (WHATSAPP, "whatsapp"), (8, "ok"))
             for ch in self.channels.get(chans, [])
         ]
-        base = self.now() - 400 * 86_400
+        base = SEED_EPOCH
         ids = []
         first_list = next(iter(self.lists), None)
         for i in range(n):
@@ -349,7 +357,9 @@ class State:
         deal.status = self.state_status(state_id) or ACTIVE
 
     def next_state(self, state_id: int) -> int:
-        """The next state of the funnel (the last stays the last)."""
+        """The next state of the funnel; a won or lost deal stays where it is."""
+        if self.state_status(state_id) not in (None, ACTIVE):
+            return state_id
         ids = [s["id"] for s in self.funnel]
         position = ids.index(state_id) if state_id in ids else -1
         return int(ids[min(position + 1, len(ids) - 1)])

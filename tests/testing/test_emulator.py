@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -275,7 +276,7 @@ CASES: dict[str, tuple[Any, set[str], Any, int, str]] = {
         {"status", "state_id"},
         {"client_id": C, "order_id": 1},
         200,
-        "order 1 not found",
+        "order not found",
     ),
     "check_whatsapp": ({"phone": "+7 900 123-45-67"}, {"status", "exists"}, {}, 200, "fail"),
     "connected_channels": ({}, {"project_id", "telegram", "whatsapp", "vkontakte"}, None, 0, ""),
@@ -306,6 +307,13 @@ def test_action_answers_its_documented_success(emu: SalebotEmulator, action: str
     else:
         assert keys <= set(body)
         assert body.get("status", "success") == "success"
+
+
+def test_find_by_platform_id_returns_the_client_with_its_variables(emu: SalebotEmulator) -> None:
+    found = call(emu, "find_client_id_by_platform_id", {"platform_ids": ["2568652"]}).json()
+    assert [(c["platform_id"], c["group"], c["variables"]) for c in found] == [
+        ("2568652", "shop_bot", {"tg_username": "@belik"})
+    ]
 
 
 @pytest.mark.parametrize("action", [a for a in CATALOG_ACTIONS if CASES[a][2] is not None])
@@ -635,6 +643,8 @@ def test_admin_api(emu: SalebotEmulator) -> None:
 
 
 def test_connection_strings(emu: SalebotEmulator) -> None:
+    from airflow.models.connection import Connection
+
     conn = json.loads(emu.connection_json(timeout=3))
     assert conn == {
         "conn_type": "salebot",
@@ -642,4 +652,200 @@ def test_connection_strings(emu: SalebotEmulator) -> None:
         "password": emu.api_key,
         "extra": {"timeout": 3},
     }
-    assert emu.connection_uri().startswith("salebot://:")
+    parsed = Connection(conn_id="x", uri=emu.connection_uri())
+    assert (parsed.conn_type, parsed.host, parsed.port, parsed.password) == (
+        "salebot",
+        "http://127.0.0.1",
+        emu.port,
+        emu.api_key,
+    )
+
+
+# ------------------------------------------------------------------------------------- review fixes
+
+
+def test_concurrent_calls_keep_the_state_whole(emu: SalebotEmulator) -> None:
+    ids = emu.seed_clients(40, with_deals=False)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            with requests.Session() as s:
+                for i in range(25):
+                    cid = ids[(n * 25 + i) % len(ids)]
+                    base = f"{emu.base_url}/api/{emu.api_key}"
+                    assert s.post(
+                        f"{base}/message", json={"client_id": cid, "message": f"{n}-{i}"}, timeout=5
+                    ).ok
+                    variables = {"client.n": n, f"client.t{n}": i}
+                    assert s.post(
+                        f"{base}/save_variables", json={"client_id": cid, "variables": variables}, timeout=5
+                    ).ok
+                    assert s.get(f"{base}/get_clients", params={"limit": 10}, timeout=5).ok
+        except BaseException as exc:  # collected for the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    outbox = emu.outbox
+    assert len(outbox) == 200
+    assert len({item.id for item in outbox}) == 200
+    assert sorted(o.text for o in outbox) == sorted(f"{n}-{i}" for n in range(8) for i in range(25))
+    assert len(emu.requests) == 600
+    assert {r.status for r in emu.requests} == {200}
+
+
+def test_stop_closes_kept_alive_connections() -> None:
+    emulator = SalebotEmulator().start()
+    session = requests.Session()
+    target = f"{emulator.base_url}/api/{emulator.api_key}/get_messages"
+    assert session.get(target, timeout=5).ok
+    emulator.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.get(target, timeout=5)
+
+
+def test_key_with_url_characters_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from salebot_provider.hooks import SalebotHook
+
+    with SalebotEmulator(api_key="k/ey+with space") as emulator:
+        for conn in (emulator.connection_json(), emulator.connection_uri()):
+            monkeypatch.setenv("AIRFLOW_CONN_SALEBOT_DEFAULT", conn)
+            assert SalebotHook().get_messages()["status"] == "success"
+
+
+def test_a_handler_bug_is_a_500_reply(emu: SalebotEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from salebot_provider.testing import handlers
+
+    def broken(state: Any, p: Any) -> Any:
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setitem(handlers.HANDLERS, "get_messages", broken)
+    reply = call(emu, "get_messages", {})
+    assert reply.status_code == 500
+    assert "ZeroDivisionError" in reply.json()["message"]
+
+
+def test_fault_kinds_combine_as_documented(emu: SalebotEmulator) -> None:
+    with pytest.raises(ValueError, match="processed"):
+        Fault(processed=True)
+    emu.inject("get_messages", html=True, status=504, times=1)
+    page = call(emu, "get_messages", {})
+    assert page.status_code == 504
+    assert "<html>" in page.text
+
+
+def test_a_429_does_not_use_up_a_fault(emu: SalebotEmulator) -> None:
+    emu.clock = lambda: 1_700_000_000.0  # time stands still but for advance()
+    emu.rate_limit(1, "get_messages")
+    emu.inject("get_messages", status=503, times=1)
+    assert call(emu, "get_messages", {}).status_code == 503
+    assert call(emu, "get_messages", {}).status_code == 429
+    emu.advance(1)
+    assert call(emu, "get_messages", {}).status_code == 200
+
+
+def test_rate_limit_lets_a_burst_through(emu: SalebotEmulator) -> None:
+    emu.clock = lambda: 1_700_000_000.0
+    emu.rate_limit(5)
+    statuses = [call(emu, "get_messages", {}).status_code for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    emu.advance(0.2)
+    assert call(emu, "get_messages", {}).status_code == 200
+
+
+def test_a_closed_deal_stays_closed(emu: SalebotEmulator) -> None:
+    cid = first_client(emu)
+    call(emu, "set_order_state", {"client_id": cid, "state_id": 104})
+    assert call(emu, "move_order_to_next_state", {"client_id": cid}).json()["state_id"] == 104
+    order = call(emu, "get_current_order_id", {"client_id": cid}).json()["order_id"]
+    emu.auto_advance(order, every=1)
+    emu.advance(10)
+    assert emu.deal(order).state_id == 104
+
+
+def test_callback_by_platform_id_reaches_every_match(emu: SalebotEmulator) -> None:
+    twin = emu.add_client("2568652", 1, "other_bot")
+    call(emu, "send_callback_by_platform_id", {"platform_ids": ["2568652"], "callback_text": "hi"})
+    assert len({o.client_id for o in emu.outbox}) == 2
+    assert twin in {o.client_id for o in emu.outbox}
+
+
+def test_whatsapp_sends_go_to_a_whatsapp_client(emu: SalebotEmulator) -> None:
+    telegram = emu.add_client("111", 1, "shop_bot", variables={"phone": "79007770000"})
+    call(emu, "whatsapp_message", {"phone": "+7 900 777-00-00", "message": "hi"})
+    target = emu.client(emu.outbox[-1].client_id or 0)
+    assert target.client_type == 6
+    assert target.id != telegram
+    call(emu, "whatsapp_callback", {"phone": "79007770000"})
+    assert emu.outbox[-1].client_id == target.id
+    with emu.state.lock:
+        emu.state.channels["whatsapp"] = []
+    assert call(emu, "whatsapp_callback", {"phone": "79007770000"}).json()["status"] == "fail"
+
+
+def test_find_clients_format_and_number_errors(emu: SalebotEmulator) -> None:
+    assert call(emu, "find_clients", {"q": {"city": {"_in": 5}}}).json()["status"] == "fail"
+    emu.add_client("1", variables={"age": "unknown"})
+    emu.add_client("2", variables={"age": 30})
+    assert call(emu, "find_clients", {"q": {"age": 30}}).json() == {
+        "status": "fail",
+        "message": "Something went wrong",
+    }
+    assert call(emu, "find_clients", {"q": {"age": "30"}}).json()["status"] == "success"
+
+
+def test_scheduled_messages_reach_history_when_due(emu: SalebotEmulator) -> None:
+    cid = first_client(emu)
+    call(emu, "message", {"client_id": cid, "message": "tomorrow", "time_shift": 86_400})
+    texts = lambda: [m["text"] for m in call(emu, "get_history", {"client_id": cid}).json()["result"]]  # noqa: E731
+    assert "tomorrow" not in texts()
+    emu.advance(86_401)
+    assert "tomorrow" in texts()
+
+
+def test_message_id_is_a_block_of_the_bot(emu: SalebotEmulator) -> None:
+    cid = first_client(emu)
+    assert call(emu, "message", {"client_id": cid, "message_id": 999}).json()["status"] == "fail"
+    call(emu, "message", {"client_id": cid, "message_id": 392})
+    assert emu.outbox[-1].text == "Скидка 20% до пятницы"
+
+
+def test_project_time_zone() -> None:
+    with SalebotEmulator(timezone="Asia/Yekaterinburg", clock=lambda: 1_700_000_000.0) as emulator:
+        assert json.loads(emulator.connection_json())["extra"] == {"timezone": "Asia/Yekaterinburg"}
+        cid = emulator.add_client("5")
+        call(emulator, "message", {"client_id": cid, "message": "x", "send_time": "2023-11-15 11:00:00"})
+        assert emulator.outbox[0].due_at == 1_700_028_000.0  # 11:00 in Yekaterinburg is 06:00 UTC
+
+
+def test_seeded_clients_do_not_depend_on_the_clock() -> None:
+    early = SalebotEmulator(clients=20, seed=4, clock=lambda: 1_600_000_000.0)
+    late = SalebotEmulator(clients=20, seed=4, clock=lambda: 1_800_000_000.0)
+    assert [c.public(1) for c in early.state.clients.values()] == [
+        c.public(1) for c in late.state.clients.values()
+    ]
+
+
+def test_admin_api_builds_the_stage(emu: SalebotEmulator) -> None:
+    admin = f"{emu.base_url}/_emulator"
+    cid = requests.post(
+        f"{admin}/clients", json={"platform_id": "77", "name": "Ann", "variables": {"a": 1}}, timeout=5
+    )
+    client_id = cid.json()["id"]
+    list_id = requests.post(f"{admin}/lists", json={"clients": [client_id]}, timeout=5).json()["list_id"]
+    assert [c["id"] for c in call(emu, "get_clients", {"list": list_id}).json()["clients"]] == [client_id]
+    assert requests.post(f"{admin}/clients/{client_id}/messages", json={"text": "привет"}, timeout=5).ok
+    assert call(emu, "get_history", {"client_id": client_id}).json()["result"][0]["client_replica"] is True
+    before = requests.get(f"{admin}/state", timeout=5).json()["time"]
+    after = requests.post(f"{admin}/clock", json={"advance": 3600}, timeout=5).json()["time"]
+    assert after - before >= 3600
+    assert requests.get(f"{admin}/clients/1", timeout=5).status_code == 404
+    assert (
+        requests.post(f"{admin}/rate_limit", json={"per_second": 1, "action": "nope"}, timeout=5).status_code
+        == 400
+    )
