@@ -51,6 +51,8 @@ def test_fixture_gives_each_test_a_fresh_emulator_and_the_connection(pytester: p
         """
         import os
 
+        import pytest
+
         from salebot_provider.hooks import SalebotHook
 
 
@@ -66,10 +68,22 @@ def test_fixture_gives_each_test_a_fresh_emulator_and_the_connection(pytester: p
             assert salebot_emulator.state.clients == {}
             assert salebot_emulator.outbox == []
             assert SalebotHook().connected_channels()["project_id"] == 1
+
+
+        @pytest.mark.salebot_emulator(clients=7, seed=2, timezone="Asia/Omsk")
+        def test_marker_seeds_the_project(salebot_emulator):
+            assert len(salebot_emulator.state.clients) == 7
+            assert SalebotHook().settings.timezone == "Asia/Omsk"
+            assert len(list(SalebotHook().iter_clients())) == 7
+
+
+        def test_marker_does_not_outlive_its_test(salebot_emulator):
+            assert salebot_emulator.state.clients == {}
+            assert salebot_emulator.timezone == "Europe/Moscow"
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=4)
 
 
 def test_the_tour_runs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
