@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import tenacity
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from salebot_provider import __version__
@@ -43,6 +43,15 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from airflow.sdk import Connection
+    from airflow.sdk.log import mask_secret
+else:
+    try:
+        from airflow.providers.common.compat.sdk import mask_secret
+    except ImportError:  # common-compat before 1.21, the last ones for Python 3.10
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # Airflow 3.0
+            from airflow.sdk.execution_time.secrets_masker import mask_secret
 
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
