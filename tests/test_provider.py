@@ -40,11 +40,15 @@ def test_entry_point_is_registered() -> None:
 
 def test_providers_manager_knows_the_hook() -> None:
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    try:  # Airflow 3.2+ keeps the hooks in the task SDK's manager
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime as HooksManager
+    except ImportError:
+        HooksManager = ProvidersManager
 
     manager = ProvidersManager()
     assert "airflow-provider-salebot" in manager.providers
-    hook = ProvidersManagerTaskRuntime().hooks["salebot"]
+    hook = HooksManager().hooks["salebot"]
     assert hook is not None
     assert hook.hook_class_name == "salebot_provider.hooks.salebot.SalebotHook"
     assert hook.connection_id_attribute_name == "salebot_conn_id"
