@@ -230,16 +230,20 @@ def _check_bool(action: str, name: str, value: Any) -> Any:
     return value
 
 
+def _in_format(value: Any, shape: re.Pattern[str], fmt: str) -> bool:
+    """Whether a string has exactly this shape and is a real moment in ``fmt`` (no 31.02)."""
+    if not isinstance(value, str) or not shape.match(value):
+        return False
+    try:
+        dt.datetime.strptime(value, fmt)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_send_time(action: str, name: str, value: Any) -> Any:
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime) or _in_format(value, _SEND_TIME_SHAPE, SEND_TIME_FORMAT):
         return value
-    if isinstance(value, str) and _SEND_TIME_SHAPE.match(value):
-        try:
-            dt.datetime.strptime(value, SEND_TIME_FORMAT)
-        except ValueError:
-            pass
-        else:
-            return value
     raise _fail(
         action,
         f"parameter '{name}' must be a datetime or a string like '2024-10-16 13:15:59' "
@@ -250,13 +254,8 @@ def _check_send_time(action: str, name: str, value: Any) -> Any:
 def _check_date(action: str, name: str, value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.strftime(HISTORY_DATE_FORMAT)
-    if isinstance(value, str) and _DATE_SHAPE.match(value):
-        try:
-            dt.datetime.strptime(value, HISTORY_DATE_FORMAT)
-        except ValueError:
-            pass
-        else:
-            return value
+    if _in_format(value, _DATE_SHAPE, HISTORY_DATE_FORMAT):
+        return value
     raise _fail(action, f"parameter '{name}' must be a date or a 'dd.mm.yyyy' string; got {_shown(value)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from salebot_provider import __version__
 from salebot_provider.api import (
     ACTIONS,
     DEFAULT_CHUNK_SIZE,
+    HISTORY_DATE_FORMAT,
     Action,
     ConnectionSettings,
     Request,
@@ -40,8 +42,6 @@ from salebot_provider.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from airflow.sdk import Connection
     from airflow.sdk.log import mask_secret
 else:
@@ -491,9 +491,7 @@ class SalebotHook(BaseHook):
         return self._history(clean, window_days)
 
     def _history(self, clean: dict[str, Any], window_days: int) -> Iterator[dict[str, Any]]:
-        import datetime as dt
-
-        cap = 2000
+        cap = int(ACTIONS["get_history"].param_map["limit"].maximum or 0)
         if "start_date" not in clean:
             items = self.get_history(client_id=clean["client_id"], limit=cap).get("result") or []
             if len(items) >= cap:
@@ -502,9 +500,8 @@ class SalebotHook(BaseHook):
                 )
             yield from items
             return
-        fmt = "%d.%m.%Y"
-        first = dt.datetime.strptime(clean["start_date"], fmt).date()
-        last = dt.datetime.strptime(clean["stop_date"], fmt).date()
+        first = dt.datetime.strptime(clean["start_date"], HISTORY_DATE_FORMAT).date()
+        last = dt.datetime.strptime(clean["stop_date"], HISTORY_DATE_FORMAT).date()
         windows: list[tuple[dt.date, dt.date]] = []
         day = first
         while day <= last:

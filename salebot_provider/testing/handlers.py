@@ -231,6 +231,14 @@ def _state_id(state: State, p: Params, *, required: bool) -> int | None:
     return state_id
 
 
+def _limit(p: Params, maximum: int) -> int:
+    """The ``limit`` parameter: ``maximum`` when not given, refused (HTTP 400) above it."""
+    value = p.int("limit")
+    if value is not None and value > maximum:
+        raise fail(f'"limit" must be at most {maximum}', status=400)
+    return maximum if value is None else value
+
+
 def _over_limit(p: Params, name: str, limit: int) -> list[Any]:
     items = p.list(name, required=True)
     if len(items) > limit:
@@ -322,11 +330,8 @@ def _whatsapp_client(state: State, phone: Any, bot: str | None) -> Client:
     digits = _digits(phone)
     if not digits:
         raise fail('Error in parameter format: "phone"')
-    for client_id in state.by_platform_id.get(digits, ()):
-        client = state.clients[client_id]
-        if client.client_type == WHATSAPP and (bot is None or client.group == group):
-            return client
-    return state.add_client(digits, WHATSAPP, group)
+    existing = state.find_client(digits, WHATSAPP, group if bot is not None else None)
+    return existing or state.add_client(digits, WHATSAPP, group)
 
 
 def whatsapp_callback(state: State, p: Params) -> Reply:
@@ -347,10 +352,9 @@ def send_callback_by_platform_id(state: State, p: Params) -> Reply:
     text = str(p.required("callback_text"))
     group, due = p.text("group_id"), _due(state, p)
     for platform_id in platform_ids:
-        for client_id in state.by_platform_id.get(str(platform_id), ()):
-            if group in (None, state.clients[client_id].group):
-                action = "send_callback_by_platform_id"
-                state.record("callback", action, client_id, text, due, platform_id=str(platform_id))
+        for client in state.clients_with(str(platform_id), group=group):
+            action = "send_callback_by_platform_id"
+            state.record("callback", action, client.id, text, due, platform_id=str(platform_id))
     return _SUCCESS
 
 
@@ -429,10 +433,7 @@ def _day(state: State, stamp: int) -> dt.date:
 
 def get_history(state: State, p: Params) -> Reply:
     client = _client(state, p)
-    limit = p.int("limit")
-    limit = 2000 if limit is None else limit
-    if limit > 2000:
-        raise fail('"limit" must be at most 2000', status=400)
+    limit = _limit(p, 2000)
     start, stop = p.get("start_date"), p.get("stop_date")
     if (start is None) != (stop is None):
         raise fail('Parameters "start_date" and "stop_date" go together')
@@ -528,10 +529,7 @@ def remove_from_list(state: State, p: Params) -> Reply:
 
 def get_clients(state: State, p: Params) -> Reply:
     offset = p.int("offset") or 0
-    limit = p.int("limit")
-    limit = 500 if limit is None else limit
-    if limit > 500:
-        raise fail('"limit" must be at most 500', status=400)
+    limit = _limit(p, 500)
     list_id = p.int("list")
     if list_id is not None:
         members = state.lists.get(list_id)
@@ -589,24 +587,20 @@ def get_variables(state: State, p: Params) -> Reply:
 
 def find_client_id_by_platform_id(state: State, p: Params) -> Reply:
     group = p.text("group_id")
-    found = []
-    for platform_id in p.list("platform_ids", required=True):
-        for client_id in state.by_platform_id.get(str(platform_id), ()):
-            c = state.clients[client_id]
-            if group in (None, c.group):
-                found.append(
-                    {
-                        "id": c.id,
-                        "tag": c.tag,
-                        "created_at": c.created_at,
-                        "name": c.name,
-                        "avatar": None,
-                        "platform_id": c.platform_id,
-                        "group": c.group,
-                        "variables": dict(c.variables),
-                    }
-                )
-    return 200, found
+    return 200, [
+        {
+            "id": c.id,
+            "tag": c.tag,
+            "created_at": c.created_at,
+            "name": c.name,
+            "avatar": None,
+            "platform_id": c.platform_id,
+            "group": c.group,
+            "variables": dict(c.variables),
+        }
+        for platform_id in p.list("platform_ids", required=True)
+        for c in state.clients_with(str(platform_id), group=group)
+    ]
 
 
 def online_chat_client_id(state: State, p: Params) -> Reply:

@@ -245,15 +245,18 @@ class State:
         self.next_client_id += 1
         return client
 
+    def clients_with(
+        self, platform_id: str, client_type: int | None = None, group: str | None = None
+    ) -> list[Client]:
+        """The clients with this messenger id (and type and bot, when given), oldest first."""
+        found = (self.clients[i] for i in self.by_platform_id.get(str(platform_id), ()))
+        return [c for c in found if client_type in (None, c.client_type) and group in (None, c.group)]
+
     def find_client(
         self, platform_id: str, client_type: int | None = None, group: str | None = None
     ) -> Client | None:
-        """The client with this messenger id (and type and bot, when given)."""
-        for client_id in self.by_platform_id.get(str(platform_id), ()):
-            client = self.clients[client_id]
-            if client_type in (None, client.client_type) and group in (None, client.group):
-                return client
-        return None
+        """The first client with this messenger id (and type and bot, when given)."""
+        return next(iter(self.clients_with(platform_id, client_type, group)), None)
 
     def delete_client(self, client_id: int) -> bool:
         """Delete a client with its deals, history and list memberships."""
