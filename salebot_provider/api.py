@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from numbers import Integral, Real
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import pendulum
 
@@ -48,12 +50,22 @@ PERMISSION_TEXT: Mapping[str, str] = {
 }
 
 ATTACHMENT_TYPES = ("image", "video", "link", "file", "audio")
-_ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_DIGITS = re.compile(r"^\d+$")
-_SEND_TIME_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-_DATE_SHAPE = re.compile(r"^\d{2}\.\d{2}\.\d{4}$")
-_ORDER_NOT_FOUND = re.compile(r"^order( \d+)? not found$")
+#: The shortest key the provider accepts: shorter ones cannot be hidden safely (Airflow's masker
+#: skips secrets under 5 characters, and a short key would also match ordinary text). Salebot's are 40+.
+MIN_KEY_LENGTH = 8
+#: The most characters of a header's value (e.g. ``Retry-After``) that go into a message.
+MAX_HEADER_TEXT = 40
+# Patterns are used with fullmatch and [0-9], never $ and \d: $ matches before a trailing newline,
+# and \d matches Arabic-Indic or full-width digits, which Salebot would not read as a number.
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_DIGITS = re.compile(r"[0-9]+")
+_SEND_TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_DATE_SHAPE = re.compile(r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}")
+_ORDER_NOT_FOUND = re.compile(r"order( [0-9]+)? not found")
 _KEY_IN_PATH = re.compile(r"/api/[^/\s?#\"']+/")
+_PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+#: Python names of API parameters that are Python keywords or builtins: the hook's name -> the API's.
+ALIASES: Mapping[str, str] = {"list_id": "list"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class Param:
     :param minimum: the smallest allowed number.
     :param maximum: the largest allowed number.
     :param max_items: the most items one request may carry (documented per-request limit).
+    :param unique: a list whose repeated items are dropped (first kept), so that one request never
+        names a recipient twice.
     """
 
     name: str
@@ -79,6 +93,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     max_items: int | None = None
+    unique: bool = False
 
 
 Rule = Callable[[str, dict[str, Any]], None]
@@ -160,8 +175,9 @@ class Request:
 
 
 def _label(name: str) -> str:
-    """Name a parameter as the caller knows it: ``list`` is ``list_id`` in Python."""
-    return "list (list_id)" if name == "list" else name
+    """Name a parameter as the API and the hook both know it: ``list`` is ``list (list_id)``."""
+    python = {api: py for py, api in ALIASES.items()}.get(name)
+    return f"{name} ({python})" if python else name
 
 
 def _fail(action: str, message: str) -> SalebotValidationError:
@@ -173,48 +189,79 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _is_int(value: Any) -> bool:
+    """An integer of any type (numpy, pandas ...), but never ``True`` or ``False``."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def _finite(value: Any) -> bool:
+    """Whether a number is finite and fits a float (the JSON number Salebot reads)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+#: Ids are 64-bit integers on Salebot's side.
+_MAX_ID = 2**63 - 1
+
+
 def _check_id(action: str, name: str, value: Any) -> Any:
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        if value < 0:
+    if _is_int(value) or (isinstance(value, str) and _DIGITS.fullmatch(value)):
+        if int(value) < 0:
             raise _fail(action, f"parameter '{name}' must be a non-negative id; got {value}")
-        return int(value)
-    if isinstance(value, str) and _DIGITS.match(value):
-        return value
+        if int(value) > _MAX_ID:
+            raise _fail(action, f"parameter '{name}' is too large for an id; got {_shown(value)}")
+        return int(value) if _is_int(value) else value
     raise _fail(
-        action, f"parameter '{name}' must be an integer id (or a string of digits); got {_shown(value)}"
+        action,
+        f"parameter '{name}' must be an integer id (or a string of ASCII digits 0-9); got {_shown(value)}",
     )
 
 
 def _check_text(action: str, name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise _fail(action, f"parameter '{name}' must be a string; got {_shown(value)}")
+    if not value.strip():
+        raise _fail(action, f"parameter '{name}' must not be empty; leave it out (None) instead")
     return value
 
 
 def _check_key(action: str, name: str, value: Any) -> Any:
-    if isinstance(value, Integral) and not isinstance(value, bool):
+    if _is_int(value):
         return int(value)
     if isinstance(value, str) and value.strip():
         return value
     raise _fail(action, f"parameter '{name}' must be a non-empty string or an integer; got {_shown(value)}")
 
 
+def _check_value(action: str, name: str, value: Any) -> Any:
+    """A value saved as is (a variable, an ``extra`` field): any JSON, but no NaN or infinity."""
+    if _is_number(value) and not _finite(value):
+        raise _fail(action, f"parameter '{name}' must be a finite number; got {_shown(value)}")
+    if isinstance(value, Mapping):
+        return {k: _check_value(action, f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_check_value(action, f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if _is_int(value):
+        return int(value)
+    return float(value) if _is_number(value) else value
+
+
 def _check_scalar(action: str, name: str, value: Any) -> Any:
-    if isinstance(value, str | bool):
-        return value
-    if _is_number(value):
-        return int(value) if isinstance(value, Integral) else float(value)
+    if isinstance(value, str | bool) or _is_number(value):
+        return _check_value(action, name, value)
     raise _fail(action, f"parameter '{name}' must be a string or a number; got {_shown(value)}")
 
 
 def _check_number(action: str, name: str, value: Any) -> Any:
-    if not _is_number(value) or not math.isfinite(value):
-        raise _fail(action, f"parameter '{name}' must be a number; got {_shown(value)}")
-    return int(value) if isinstance(value, Integral) else float(value)
+    if not _is_number(value) or not _finite(value):
+        raise _fail(action, f"parameter '{name}' must be a finite number; got {_shown(value)}")
+    return int(value) if _is_int(value) else float(value)
 
 
 def _check_seconds(action: str, name: str, value: Any) -> Any:
@@ -232,7 +279,7 @@ def _check_bool(action: str, name: str, value: Any) -> Any:
 
 def _in_format(value: Any, shape: re.Pattern[str], fmt: str) -> bool:
     """Whether a string has exactly this shape and is a real moment in ``fmt`` (no 31.02)."""
-    if not isinstance(value, str) or not shape.match(value):
+    if not isinstance(value, str) or not shape.fullmatch(value):
         return False
     try:
         dt.datetime.strptime(value, fmt)
@@ -298,14 +345,12 @@ def _check_mapping(action: str, name: str, value: Any) -> Any:
     for key in value:
         if not isinstance(key, str) or not key:
             raise _fail(action, f"parameter '{name}' has a key that is not a non-empty string: {_shown(key)}")
-    return dict(value)
+    return _check_value(action, name, value)
 
 
 def _check_buttons(action: str, name: str, value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
+    if isinstance(value, Mapping | list | tuple):
+        return _check_value(action, name, value)
     raise _fail(
         action, f"parameter '{name}' must be a dict with 'buttons' or a list of buttons; got {_shown(value)}"
     )
@@ -329,15 +374,13 @@ def check_client_item(action: str, name: str, item: Any) -> dict[str, Any]:
                 action, f"parameter '{name}' lacks '{key}' (platform_id, group_id, client_type are required)"
             )
     _check_key(action, f"{name}.platform_id", item["platform_id"])
-    if not (item["group_id"] == "" or isinstance(item["group_id"], str | Integral)):
+    if not (isinstance(item["group_id"], str) or _is_int(item["group_id"])):
         raise _fail(
             action,
             f"parameter '{name}.group_id' must be a string or an integer; got {_shown(item['group_id'])}",
         )
     _check_id(action, f"{name}.client_type", item["client_type"])
-    return {
-        k: (int(v) if isinstance(v, Integral) and not isinstance(v, bool) else v) for k, v in item.items()
-    }
+    return {k: _check_value(action, f"{name}.{k}", v) for k, v in item.items()}
 
 
 def _check_items(action: str, name: str, value: Any, start: int = 0) -> Any:
@@ -382,7 +425,7 @@ def _exactly_one(*names: str) -> Rule:
 def _at_least_one(*names: str) -> Rule:
     def rule(action: str, params: dict[str, Any]) -> None:
         if not any(n in params for n in names):
-            raise _fail(action, f"give at least one of {', '.join(names)}")
+            raise _fail(action, f"give at least one of {', '.join(map(_label, names))}")
 
     return rule
 
@@ -398,6 +441,16 @@ def _content(action: str, params: dict[str, Any]) -> None:
     if not any(n in params for n in ("message", "attachment_url", "message_id")):
         raise _fail(
             action, "give 'message', an attachment (attachment_type + attachment_url), or 'message_id'"
+        )
+
+
+def _text_or_file(action: str, params: dict[str, Any]) -> None:
+    # The vendor documents message_id as an alternative to the text for broadcast only.
+    if "message" not in params and "attachment_url" not in params:
+        raise _fail(
+            action,
+            "parameter 'message' is required unless a file is sent (attachment_type + attachment_url); "
+            "'message_id' alone is not enough",
         )
 
 
@@ -462,7 +515,7 @@ _ATTACHMENT = (
     Param("attachment_type", "text", choices=ATTACHMENT_TYPES, doc="how to show the file"),
     Param("attachment_url", "text", doc="the file's URL"),
 )
-_MESSAGE_RULES: tuple[Rule, ...] = (_content, _attachment, _schedule)
+_MESSAGE_RULES: tuple[Rule, ...] = (_text_or_file, _attachment, _schedule)
 _CLIENT_ID = Param("client_id", "id", required=True, doc="the client's id in Salebot")
 _ORDER_ID = Param("order_id", "id", doc="the deal; the client's current deal when omitted")
 _VAR_VAL = (
@@ -542,7 +595,7 @@ ACTIONS: Mapping[str, Action] = {
             _CALLBACKS,
             "Send a callback to every client of the project whose platform_id is in the list.",
             params=(
-                Param("platform_ids", "keys", required=True, max_items=300, doc="messenger ids"),
+                Param("platform_ids", "keys", required=True, max_items=300, unique=True, doc="messenger ids"),
                 Param("callback_text", "text", required=True, doc="the callback text"),
                 Param("group_id", "key", doc="the bot's identifier"),
                 *_SCHEDULE,
@@ -568,7 +621,7 @@ ACTIONS: Mapping[str, Action] = {
             "Send a message to one client.",
             params=(
                 _CLIENT_ID,
-                Param("message", "text", doc="the text; optional with an attachment or message_id"),
+                Param("message", "text", doc="the text; optional when a file is sent"),
                 Param("message_id", "id", doc="a bot block to send"),
                 *_ATTACHMENT,
                 Param("buttons", "buttons", doc="buttons, with or without a hint"),
@@ -586,7 +639,7 @@ ACTIONS: Mapping[str, Action] = {
             params=(
                 Param("phone", "key", required=True, doc="the recipient's phone"),
                 Param("whatsapp_bot_id", "key", doc="the bot, from 'messengers and chats'"),
-                Param("message", "text", doc="the text; optional with an attachment or message_id"),
+                Param("message", "text", doc="the text; optional when a file is sent"),
                 Param("message_id", "id", doc="a bot block to send"),
                 *_ATTACHMENT,
                 *_SCHEDULE,
@@ -602,8 +655,10 @@ ACTIONS: Mapping[str, Action] = {
             "Start a mass mailing to a list, to client ids, or to messenger ids of one bot.",
             params=(
                 Param("list", "id", doc="the list to mail"),
-                Param("clients", "ids", doc="client ids"),
-                Param("platform_ids", "keys", doc="messenger ids; needs group_id"),
+                Param("clients", "ids", unique=True, doc="client ids; repeats are dropped"),
+                Param(
+                    "platform_ids", "keys", unique=True, doc="messenger ids, needs group_id; repeats dropped"
+                ),
                 Param("group_id", "key", doc="the bot, required with platform_ids"),
                 Param("message", "text", doc="the text"),
                 Param("message_id", "id", doc="a bot block to send"),
@@ -612,7 +667,7 @@ ACTIONS: Mapping[str, Action] = {
                 Param("shift", "seconds", doc="seconds between messages (Salebot's default 0.2)"),
                 *_SCHEDULE,
             ),
-            rules=(_broadcast_audience, *_MESSAGE_RULES),
+            rules=(_broadcast_audience, _content, _attachment, _schedule),
         ),
         _read(
             "get_history",
@@ -923,21 +978,25 @@ def validate(
     :raises SalebotValidationError: naming the parameter and the rule broken.
     """
     spec = action if isinstance(action, Action) else get_action(action)
+    params = _api_names(spec, params)
     unknown = sorted(k for k, v in params.items() if k not in spec.param_map and v is not None)
     if unknown:
-        known = ", ".join(spec.param_map) or "none"
+        known = ", ".join(map(_label, spec.param_map)) or "none"
         raise _fail(spec.name, f"unknown parameter(s) {', '.join(unknown)}; it takes {known}")
     clean: dict[str, Any] = {}
     for p in spec.params:
         value = params.get(p.name)
+        label = _label(p.name)
         if value is None:
             if p.required and p.name != omit:
-                raise _fail(spec.name, f"parameter '{p.name}' is required ({p.doc})")
+                raise _fail(spec.name, f"parameter '{label}' is required ({p.doc})")
             continue
         if p.name == spec.chunk_param:
-            value = _CHECKS[p.kind](spec.name, p.name, value, first_index)
+            value = _CHECKS[p.kind](spec.name, label, value, first_index)
         else:
-            value = _CHECKS[p.kind](spec.name, p.name, value)
+            value = _CHECKS[p.kind](spec.name, label, value)
+        if p.unique:
+            value = _unique(value)
         _check_bounds(spec.name, p, value)
         clean[p.name] = value
     for rule in spec.rules:
@@ -950,23 +1009,47 @@ def validate(
                 raise _fail(spec.name, f"'extra' has a key that is not a non-empty string: {_shown(key)}")
             if key in spec.param_map:
                 raise _fail(spec.name, f"'extra' field {key!r} collides with the parameter of that name")
-            clean[key] = value
+            clean[key] = _check_value(spec.name, f"extra[{key!r}]", value)
     return clean
+
+
+def _api_names(spec: Action, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept the hook's Python names (``list_id``) for the API's (``list``)."""
+    out = dict(params)
+    for py, api in ALIASES.items():
+        if py not in out or py in spec.param_map or api not in spec.param_map:
+            continue
+        value = out.pop(py)
+        if value is None:
+            continue
+        if out.get(api) is not None:
+            raise _fail(spec.name, f"give '{api}' or '{py}', not both: they are the same parameter")
+        out[api] = value
+    return out
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    """Drop repeated ids, keeping the first of each in place; ``101`` and ``"101"`` are one id."""
+    kept: dict[str, Any] = {}
+    for item in items:
+        kept.setdefault(str(item), item)
+    return list(kept.values())
 
 
 def _check_bounds(action: str, p: Param, value: Any) -> None:
     number = int(value) if p.kind == "id" else value
+    label = _label(p.name)
     if p.choices and number not in p.choices:
         choices = ", ".join(map(str, p.choices))
-        raise _fail(action, f"parameter '{p.name}' must be one of {choices}; got {_shown(value)}")
+        raise _fail(action, f"parameter '{label}' must be one of {choices}; got {_shown(value)}")
     if p.minimum is not None and number < p.minimum:
-        raise _fail(action, f"parameter '{p.name}' must be at least {p.minimum:g}; got {number}")
+        raise _fail(action, f"parameter '{label}' must be at least {p.minimum:g}; got {number}")
     if p.maximum is not None and number > p.maximum:
-        raise _fail(action, f"parameter '{p.name}' must be at most {p.maximum:g}; got {number}")
+        raise _fail(action, f"parameter '{label}' must be at most {p.maximum:g}; got {number}")
     if p.max_items is not None and len(value) > p.max_items:
         raise _fail(
             action,
-            f"parameter '{p.name}' has {len(value)} items; Salebot takes at most {p.max_items} per request. "
+            f"parameter '{label}' has {len(value)} items; Salebot takes at most {p.max_items} per request. "
             f"Use hook.iter_chunked({action!r}, ...) to send them in chunks",
         )
 
@@ -1001,6 +1084,8 @@ def build_request(
     extra: Mapping[str, Any] | None = None,
     method: str | None = None,
     timezone: str | Callable[[], str] = DEFAULT_TIMEZONE,
+    query: Mapping[str, Any] | None = None,
+    first_index: int = 0,
 ) -> Request:
     """
     Validate the parameters and build the request for a known action.
@@ -1011,56 +1096,94 @@ def build_request(
     :param method: overrides the table's method (the vendor accepts both for some actions).
     :param timezone: the zone an aware ``send_time`` is converted to, or a function giving it (called
         only when a datetime needs it, so that bad input is found before the connection is read).
+    :param query: query-string parameters added for any method (the vendor's ``value_<name>`` and
+        ``delimiter`` parameters of the universal webhook go there, on POSTs too).
+    :param first_index: the place of a chunk's first item in the whole input, for error messages.
     :raises SalebotValidationError: on bad input; nothing has been sent.
     """
     spec = action if isinstance(action, Action) else get_action(action)
-    clean = validate(spec, params or {}, extra)
+    clean = validate(spec, params or {}, extra, first_index=first_index)
     if isinstance(clean.get("send_time"), dt.datetime):
         zone = timezone if isinstance(timezone, str) else timezone()
         clean["send_time"] = to_send_time(clean["send_time"], zone)
     payload: Any = clean[spec.body_param] if spec.body_param else clean
-    return encode_request(spec.name, method or spec.method, payload)
+    return encode_request(spec.name, method or spec.method, payload, query=query)
 
 
-def encode_request(action: str, method: str, payload: Any) -> Request:
+def encode_request(
+    action: str, method: str, payload: Any, *, query: Mapping[str, Any] | None = None
+) -> Request:
     """
     Encode a payload: GET puts a mapping into the query string, POST sends any JSON value as the body.
 
     :param action: the action name (checked to be a plain name, so it cannot change the path).
     :param method: ``GET`` or ``POST``.
     :param payload: the parameters.
+    :param query: query-string parameters added for either method; ``None`` values are left out.
     :raises SalebotValidationError: on a bad action name, method or payload.
     """
-    if not _ACTION_NAME.match(action):
+    if not _ACTION_NAME.fullmatch(action):
         raise SalebotValidationError(
             f"Salebot action name {action!r} is not a plain lower-case name", action=action
         )
+    added = _query(action, "query", query or {})
     if method == "GET":
         if not isinstance(payload, Mapping):
             raise _fail(action, f"GET parameters must be a mapping; got {type(payload).__name__}")
-        query = {str(k): _query_value(v) for k, v in payload.items() if v is not None}
-        return Request(action, "GET", query=query)
+        params = _query(action, "params", payload)
+        both = sorted(set(params) & set(added))
+        if both:
+            raise _fail(action, f"'query' repeats the parameter(s) {', '.join(both)}")
+        return Request(action, "GET", query={**params, **added})
     if method != "POST":
         raise _fail(action, f"method must be GET or POST; got {method!r}")
     try:
         body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise _fail(action, f"the parameters cannot be sent as JSON: {exc}") from None
-    return Request(action, "POST", body=body)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _fail(action, f"the parameters cannot be sent as JSON: {type(exc).__name__}: {exc}") from None
+    return Request(action, "POST", query=added or None, body=body)
+
+
+def _query(action: str, name: str, values: Mapping[str, Any]) -> dict[str, str]:
+    if not isinstance(values, Mapping):
+        raise _fail(action, f"'{name}' must be a mapping; got {_shown(values)}")
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or not key:
+            raise _fail(action, f"'{name}' has a key that is not a non-empty string: {_shown(key)}")
+        if value is not None:
+            out[key] = _query_value(_check_value(action, f"{name}[{key!r}]", value))
+    return out
 
 
 # ---------------------------------------------------------------------------------- replies
 
 
+def _secret_forms(secret: str) -> list[str]:
+    """The key as sent and as a server may echo it: plain, URL-encoded, JSON-escaped; longest first."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        escaped,
+        escaped.replace("/", "\\/"),
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    return sorted(forms, key=len, reverse=True)
+
+
 def redact(text: str, secret: str | None = None) -> str:
     """
-    Hide the API key in a text: the key itself and any ``/api/<segment>/`` path.
+    Hide the API key in a text: the key in each form a server may echo it, and any ``/api/<x>/`` path.
 
     :param text: the text to clean.
     :param secret: the key, if known.
     """
     if secret:
-        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+        for form in _secret_forms(secret):
+            text = text.replace(form, "***")
     return _KEY_IN_PATH.sub("/api/***/", text)
 
 
@@ -1070,17 +1193,37 @@ def _excerpt(body: bytes, secret: str | None) -> str:
     return " ".join(text.split())[:200]
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def header_text(value: str | None, secret: str | None = None) -> str:
+    """
+    A header's value as it may go into a message: redacted, on one line, and short.
+
+    :param value: the header's value.
+    :param secret: the API key, so that no part of it is shown.
+    """
+    text = " ".join(redact(value or "", secret).split())
+    return text if len(text) <= MAX_HEADER_TEXT else text[: MAX_HEADER_TEXT - 3] + "..."
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Read ``Retry-After``: seconds, or an HTTP date (one without a zone, or ``-0000``, is UTC).
+
+    :param value: the header's value.
+    :return: seconds to wait from now (0 for a past date), or None when absent or unreadable.
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
             moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        return max(0.0, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        seconds = (moment - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def permission_hint(action: str) -> str:
@@ -1098,6 +1241,20 @@ def permission_hint(action: str) -> str:
     )
 
 
+#: What an in-doubt failure of a send says, so that the log tells it without reading ``in_doubt``.
+IN_DOUBT_NOTE = "It may have been processed; not retried so that nobody gets it twice."
+
+
+def is_send(action: str) -> bool:
+    """
+    Whether an action may message someone or change state when repeated (not idempotent).
+
+    :param action: the action name; one the table does not know counts as a send.
+    """
+    spec = ACTIONS.get(action)
+    return spec is None or not spec.idempotent
+
+
 def parse_reply(
     action: str,
     http_status: int,
@@ -1105,40 +1262,45 @@ def parse_reply(
     *,
     retry_after: str | None = None,
     secret: str | None = None,
+    send: bool | None = None,
 ) -> Any:
     """
     Judge a reply: return the decoded JSON of a success, raise for anything else.
 
-    A success is HTTP 2xx with a JSON body whose ``status``, where present, is ``"success"``.
+    A success is HTTP 2xx with a JSON body whose ``status``, where present, is ``"success"``. The
+    failure is classified on the reply as received; only what is shown is redacted.
 
     :param action: the action the reply answers.
     :param http_status: the HTTP status code.
     :param body: the raw body.
     :param retry_after: the ``Retry-After`` header, if any.
     :param secret: the API key, so that no excerpt can carry it.
+    :param send: whether the request was a send (its in-doubt failures say so); from the table
+        when None.
     :raises SalebotPermissionError: the key was refused or lacks the permission.
     :raises SalebotNotFoundError: the client or order does not exist.
-    :raises SalebotAPIError: any other failure; ``in_doubt`` for a 5xx or a malformed 2xx.
+    :raises SalebotAPIError: any other failure; ``in_doubt`` for a 3xx, a 5xx or a malformed 2xx.
     """
     try:
         data: Any = json.loads(body) if body.strip() else None
         decoded = True
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a deeply nested body; either way it is not the JSON the API promises.
         data, decoded = None, False
-    api_status = data.get("status") if isinstance(data, dict) else None
-    api_message = data.get("message") if isinstance(data, dict) else None
+    raw_status = data.get("status") if isinstance(data, dict) else None
+    raw_message = data.get("message") if isinstance(data, dict) else None
     ok = 200 <= http_status < 300
-    if ok and decoded and data is not None and api_status in (None, "success"):
+    if ok and decoded and data is not None and raw_status in (None, "success"):
         return data
 
     excerpt = _excerpt(body, secret)
-    text_status = redact(str(api_status), secret) if api_status is not None else None
-    text_message = redact(str(api_message), secret) if api_message is not None else None
+    text_status = redact(str(raw_status), secret) if raw_status is not None else None
+    text_message = redact(str(raw_message), secret) if raw_message is not None else None
     where = f"Salebot {action} failed (/api/***/{action}): HTTP {http_status}"
     detail = "".join(
         (
-            f", status {text_status!r}" if text_status is not None else "",
-            f", message {text_message!r}" if text_message is not None else "",
+            f", status {_shown(text_status)}" if text_status is not None else "",
+            f", message {_shown(text_message)}" if text_message is not None else "",
         )
     )
     common: dict[str, Any] = {
@@ -1148,6 +1310,26 @@ def parse_reply(
         "api_message": text_message,
         "excerpt": excerpt,
     }
+    doubt = f" {IN_DOUBT_NOTE}" if (is_send(action) if send is None else send) else ""
+    if 300 <= http_status < 400:
+        raise SalebotAPIError(
+            f"{where}: a redirect, which is never followed (it could turn a send into a bodiless GET or "
+            f"carry the key to another host): check the connection's Base URL.{doubt}",
+            in_doubt=True,
+            **common,
+        )
+    if http_status >= 500:
+        raise SalebotAPIError(
+            f"{where}{detail}: a server error.{doubt} Body: {excerpt}", in_doubt=True, **common
+        )
+    if http_status == 429:
+        wait = parse_retry_after(retry_after)
+        raise SalebotAPIError(
+            f"{where}: rate limited (Retry-After {header_text(retry_after, secret)!r}). Body: {excerpt}",
+            retry_after=wait,
+            **common,
+        )
+    status_text = raw_status if isinstance(raw_status, str) else ""
     wrong_action = "WRONG_ACTION" in body.decode("utf-8", "replace")
     if wrong_action or http_status in (401, 403):
         hint = (
@@ -1156,21 +1338,35 @@ def parse_reply(
             else "The API key was not accepted: check the connection's password."
         )
         raise SalebotPermissionError(f"{where}{detail}. {hint} Body: {excerpt}", **common)
-    if http_status == 404 or text_status == "client_not_found" or _ORDER_NOT_FOUND.match(text_status or ""):
-        hint = "" if text_status else " No such client or order, or no such URL: check the connection's host."
+    if http_status == 404 or status_text == "client_not_found" or _ORDER_NOT_FOUND.fullmatch(status_text):
+        hint = "" if raw_status else " No such client or order, or no such URL: check the connection's host."
         raise SalebotNotFoundError(f"{where}{detail}.{hint} Body: {excerpt}", **common)
-    if http_status == 429:
-        wait = _parse_retry_after(retry_after)
-        raise SalebotAPIError(
-            f"{where}: rate limited (Retry-After {retry_after}). Body: {excerpt}", retry_after=wait, **common
-        )
-    if http_status >= 500:
-        raise SalebotAPIError(f"{where}{detail}: a server error. Body: {excerpt}", in_doubt=True, **common)
     if ok and not decoded:
-        raise SalebotAPIError(f"{where}: the reply is not JSON. Body: {excerpt}", in_doubt=True, **common)
+        raise SalebotAPIError(
+            f"{where}: the reply is not JSON.{doubt} Body: {excerpt}", in_doubt=True, **common
+        )
     if ok and data is None:
-        raise SalebotAPIError(f"{where}: the reply is empty.", in_doubt=True, **common)
+        raise SalebotAPIError(f"{where}: the reply is empty.{doubt}", in_doubt=True, **common)
     raise SalebotAPIError(f"{where}{detail}. Body: {excerpt}", **common)
+
+
+def reply_field(action: str, reply: Any, name: str) -> Any:
+    """
+    Read one field of a reply that must be a JSON object, as the helpers do.
+
+    :param action: the action the reply answers.
+    :param reply: the decoded reply.
+    :param name: the field.
+    :return: the field's value, or None when the object lacks it.
+    :raises SalebotAPIError: when the reply is not a JSON object.
+    """
+    if not isinstance(reply, dict):
+        raise SalebotAPIError(
+            f"Salebot {action} replied with a JSON {type(reply).__name__} where an object with "
+            f"{name!r} was expected: {_shown(reply)}",
+            action=action,
+        )
+    return reply.get(name)
 
 
 def is_retryable(action: Action | None, error: SalebotError) -> bool:
@@ -1179,7 +1375,8 @@ def is_retryable(action: Action | None, error: SalebotError) -> bool:
 
     Reads (and other idempotent actions) retry connection errors, timeouts, 429, 5xx and malformed
     replies. Sends retry only when the request surely was not processed: the connection never
-    opened, or the service answered 429. Never after a read timeout or a 5xx.
+    opened, or the service answered 429. Never after a read timeout or a 5xx; no action after a
+    redirect, which would only repeat.
 
     :param action: the action, or None for one the table does not know (then treated as a send
         unless it was a GET).
@@ -1191,7 +1388,8 @@ def is_retryable(action: Action | None, error: SalebotError) -> bool:
     if isinstance(error, SalebotAPIError) and not isinstance(
         error, SalebotPermissionError | SalebotNotFoundError
     ):
-        return error.http_status == 429 or (idempotent and error.in_doubt)
+        redirect = 300 <= (error.http_status or 0) < 400
+        return error.http_status == 429 or (idempotent and error.in_doubt and not redirect)
     return False
 
 
@@ -1248,12 +1446,18 @@ def _extra_verify(extra: Mapping[str, Any]) -> bool | str:
     value = _extra_value(extra, "verify")
     if value is None or isinstance(value, bool):
         return True if value is None else value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
     if isinstance(value, str):
-        return value
+        path = os.path.expanduser(value.strip())
+        if not os.path.exists(path):
+            raise SalebotValidationError(
+                f"Salebot connection extra 'verify' names a CA bundle that does not exist: {path!r}; "
+                "give true, false, or the path of a PEM file (or folder) of CA certificates"
+            )
+        return path
     raise SalebotValidationError(
-        f"Salebot connection extra 'verify' must be true, false or a CA bundle path; got {value!r}"
+        f"Salebot connection extra 'verify' must be true, false or a CA bundle path; got {_shown(value)}"
     )
 
 
@@ -1261,12 +1465,14 @@ def base_url_of(host: str | None, port: int | None = None, schema: str | None = 
     """
     The base URL a connection's host (and port) name.
 
-    :param host: empty for the default, a host name, or a URL with scheme and port.
+    :param host: empty for the default, a host name, or a URL with scheme, port and an optional path
+        prefix (e.g. a proxy's ``https://gateway.example.com/salebot``).
     :param port: the connection's port, if the host does not carry one.
     :param schema: ``http`` or ``https`` when the host has no scheme (the URI form).
-    :raises SalebotValidationError: when the host holds a path, e.g. a pasted ``/api/<key>`` URL.
+    :raises SalebotValidationError: when the host holds anything else: a query, a fragment (even an
+        empty ``#``, which would send every call to ``/``), credentials, or an ``/api/<key>`` path.
     """
-    if not host:
+    if not host or not host.strip():
         return DEFAULT_BASE_URL
     text = host.strip().rstrip("/")
     if "://" not in text:
@@ -1277,14 +1483,40 @@ def base_url_of(host: str | None, port: int | None = None, schema: str | None = 
         raise SalebotValidationError(
             f"Salebot connection host must be an http(s) URL or a host name; got {parts.scheme!r}"
         )
-    if parts.path or parts.query or parts.username or parts.password:
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
         raise SalebotValidationError(
-            "Salebot connection host must be only the base URL (e.g. https://chatter.salebot.pro): "
+            "Salebot connection host has a port that is not a number 0-65535"
+        ) from None
+    segments = parts.path.split("/")
+    if any(c in text for c in "?#@ \t\r\n\\") or not _PATH_PREFIX.fullmatch(parts.path) or "api" in segments:
+        raise SalebotValidationError(
+            "Salebot connection host must be only the base URL, optionally with a path prefix "
+            "(e.g. https://chatter.salebot.pro): no query, fragment ('#'), credentials or /api/ path; "
             "put the API key in the password, not in the host"
         )
     if port and parts.port is None:
-        text = f"{text}:{port}"
+        text = f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
     return text
+
+
+def key_travels_in_clear(base_url: str) -> bool:
+    """
+    Whether the key would cross a network unencrypted: ``http://`` to a host other than loopback.
+
+    :param base_url: a checked base URL.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def settings_from_connection(
@@ -1305,8 +1537,16 @@ def settings_from_connection(
     :param schema: the connection's schema (``http``/``https`` when the host has no scheme).
     :raises SalebotValidationError: naming the field that is wrong.
     """
-    if not password:
+    # A key pasted with a newline or spaces around it: Salebot's keys never hold white space.
+    key = (password or "").strip()
+    if not key:
         raise SalebotValidationError("Salebot connection has no API key: put it in the password field")
+    if len(key) < MIN_KEY_LENGTH:
+        raise SalebotValidationError(
+            f"Salebot connection's API key is {len(key)} characters; keys shorter than {MIN_KEY_LENGTH} "
+            "are refused because they cannot be hidden safely in logs (Airflow's secret masker skips "
+            "short secrets). Salebot's keys are 40 or more characters: check the password field"
+        )
     tz = _extra_value(extra, "timezone") or DEFAULT_TIMEZONE
     try:
         pendulum.timezone(tz)
@@ -1320,7 +1560,7 @@ def settings_from_connection(
         raise SalebotValidationError("Salebot connection extra 'timeout' must be more than 0 seconds")
     return ConnectionSettings(
         base_url=base_url_of(host, port, schema),
-        api_key=password,
+        api_key=key,
         timeout=timeout,
         max_retries=_extra_number(extra, "max_retries", 3, integer=True),
         backoff_factor=_extra_number(extra, "backoff_factor", 1.0),
@@ -1331,6 +1571,32 @@ def settings_from_connection(
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def audience_of(params: Any) -> str:
+    """
+    Who a request is for, as a send's log line names it: ``client 5``, ``120 clients``, ``list 7``.
+
+    Phones and emails are shown only in part, so a log is an audit trail without being a contact list.
+
+    :param params: the parameters by their API names (or a list body, e.g. ``load_clients`` items).
+    """
+    if not isinstance(params, Mapping):
+        return f"{len(params)} items" if isinstance(params, Sequence) and not isinstance(params, str) else "-"
+    for name, what in (("clients", "clients"), ("client_ids", "clients"), ("platform_ids", "platform ids")):
+        value = params.get(name)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return f"{len(value)} {what}"
+    for name in ("list", "list_id", "client_id", "user_id", "recipient", "order_id"):
+        if params.get(name) is not None:
+            return f"{'list' if name == 'list_id' else name.removesuffix('_id')} {params[name]}"
+    for name in ("phone", "client_phone"):
+        if params.get(name) is not None:
+            return f"phone ending {str(params[name])[-4:]}"
+    for name in ("email", "client_email"):
+        if params.get(name) is not None:
+            return f"email at {str(params[name]).rpartition('@')[2]}"
+    return "the project"
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

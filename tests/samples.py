@@ -161,7 +161,11 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]] = {
         {"email": "a@b.ru", "email_id_bot": "bot@b.ru"},
     ),
     "message": ((25554,), {"message": "some_text"}, {"client_id": 25554, "message": "some_text"}),
-    "whatsapp_message": (("79875146788",), {"message_id": 7}, {"phone": "79875146788", "message_id": 7}),
+    "whatsapp_message": (
+        ("79875146788",),
+        {"message": "some_text", "message_id": 7},
+        {"phone": "79875146788", "message": "some_text", "message_id": 7},
+    ),
     "broadcast": (
         (),
         {"clients": [5, 58, 110], "message": "sale"},
@@ -222,7 +226,11 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]] = {
     "get_current_order_id": ((7,), {}, {"client_id": ["7"]}),
     "get_orders": ((7,), {"order_status": 1}, {"client_id": ["7"], "order_status": ["1"]}),
     "move_order_to_next_state": ((7,), {"order_id": 40632}, {"client_id": 7, "order_id": 40632}),
-    "get_order_vars": ((7, ["var_name1"]), {}, {"client_id": 7, "variables": ["var_name1"]}),
+    "get_order_vars": (
+        (7, ["var_name1"]),
+        {"order_id": 40632},
+        {"client_id": 7, "order_id": 40632, "variables": ["var_name1"]},
+    ),
     "set_order_vars": (
         (7, {"sum": 100}),
         {"order_id": 12345},

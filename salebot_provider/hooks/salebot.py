@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import requests
 import tenacity
+import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -21,16 +22,20 @@ from salebot_provider.api import (
     ACTIONS,
     DEFAULT_CHUNK_SIZE,
     HISTORY_DATE_FORMAT,
+    IN_DOUBT_NOTE,
     Action,
     ConnectionSettings,
     Request,
+    audience_of,
     batched,
     build_request,
     encode_request,
     get_action,
     is_retryable,
+    key_travels_in_clear,
     parse_reply,
     redact,
+    reply_field,
     settings_from_connection,
     validate,
 )
@@ -38,6 +43,7 @@ from salebot_provider.exceptions import (
     SalebotAPIError,
     SalebotConnectionError,
     SalebotError,
+    SalebotNotFoundError,
     SalebotValidationError,
 )
 
@@ -55,6 +61,10 @@ else:
 
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
+#: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
+TEST_TIMEOUT = 10.0
+#: Bytes read from the socket at a time while a reply comes in.
+_READ_SIZE = 65536
 #: How often long work logs its progress, in seconds.
 PROGRESS_EVERY = 10.0
 _LOGGERS_TO_REDACT = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
@@ -76,6 +86,36 @@ def _install_log_redaction() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactKeyFilter) for f in logger.filters):
             logger.addFilter(_RedactKeyFilter())
+
+
+_T = TypeVar("_T")
+
+
+class _Once(Generic[_T]):
+    """
+    Compute an attribute once per instance, like ``functools.cached_property``, but under a lock.
+
+    Since Python 3.12 ``cached_property`` no longer locks, and threads making a hook's first calls
+    together must still share one session and one rate limiter.
+    """
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        cache = obj.__dict__
+        if self.name not in cache:
+            with obj._lazy_lock:
+                if self.name not in cache:
+                    cache[self.name] = self.func(obj)
+        return cache[self.name]  # type: ignore[no-any-return]
 
 
 class _RateLimiter:
@@ -136,6 +176,73 @@ _NOT_SENT = (
 )
 
 
+def _check_proxy(scheme: str, proxy: str) -> None:
+    """Refuse a proxy URL requests could not use, as a configuration error rather than a retried failure."""
+    try:
+        parsed = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")
+        ok = bool(parsed.host) and parsed.scheme in (
+            "http",
+            "https",
+            "socks4",
+            "socks4a",
+            "socks5",
+            "socks5h",
+        )
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        ok = False
+    if not ok:
+        raise SalebotValidationError(
+            f"Salebot: the proxy setting for {scheme} (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is malformed: "
+            f"{_shown_proxy(proxy)}; give a URL such as http://proxy.example.com:3128"
+        )
+
+
+def _shown_proxy(proxy: str) -> str:
+    # A proxy URL may carry a password: show only its shape.
+    return repr(proxy.split("@")[-1][:60])
+
+
+def _read_whole(response: requests.Response, deadline: float) -> bytes:
+    """
+    Read a streamed reply to the end by ``deadline``, however slowly it trickles in.
+
+    Each socket read waits at most the time left, so the deadline bounds the whole body, not each
+    read. The connection goes back to the pool only when the body was read whole.
+
+    :raises requests.exceptions.ReadTimeout: when the deadline passes first.
+    :raises requests.exceptions.ChunkedEncodingError: when the reply breaks off.
+    :raises requests.exceptions.ContentDecodingError: when its Content-Encoding cannot be decoded.
+    """
+    raw = response.raw
+    body = bytearray()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            connection = raw.connection
+            if left <= 0:
+                raise requests.exceptions.ReadTimeout("the whole reply did not arrive in time")
+            if connection is not None and connection.sock is not None:
+                connection.sock.settimeout(left)
+            chunk = raw.read1(_READ_SIZE, decode_content=True)
+            if not chunk:
+                break
+            body += chunk
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raw.close()
+        raise requests.exceptions.ReadTimeout(str(exc)) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raw.close()
+        raise requests.exceptions.ContentDecodingError(str(exc)) from None
+    except (urllib3.exceptions.ProtocolError, OSError) as exc:
+        raw.close()
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+    except BaseException:
+        raw.close()
+        raise
+    raw.release_conn()
+    return bytes(body)
+
+
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     """True when the connection did not open, so the request cannot have been sent."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -172,6 +279,7 @@ class SalebotHook(BaseHook):
     def __init__(self, salebot_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.salebot_conn_id = salebot_conn_id
+        self._lazy_lock = threading.RLock()
 
     # ------------------------------------------------------------------------- connection & session
 
@@ -190,7 +298,7 @@ class SalebotHook(BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Form fields for the connection's extras (Airflow 3.0-3.1; later ones read provider info)."""
-        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms import IntegerField, StringField
         from wtforms.validators import NumberRange, Optional
 
         return {
@@ -200,45 +308,67 @@ class SalebotHook(BaseHook):
             ),
             "backoff_factor": StringField("Backoff factor (seconds)", default="1"),
             "rate_limit": StringField("Rate limit (requests per second)"),
-            "verify": BooleanField("Verify TLS", default=True),
+            # A text field, not a checkbox: it also takes the path of a CA bundle.
+            "verify": StringField("Verify TLS (true, false, or a CA bundle path)", default="true"),
             "timezone": StringField("Time zone", default="Europe/Moscow"),
         }
 
-    @cached_property
+    @_Once
     def settings(self) -> ConnectionSettings:
         """The connection's settings, read once; the key is registered with Airflow's secret masker."""
         conn: Connection = self.get_connection(self.salebot_conn_id)
         if conn.password:
             mask_secret(conn.password)
-        return settings_from_connection(
+            mask_secret(conn.password.strip())
+        settings = settings_from_connection(
             host=conn.host,
             password=conn.password,
             extra=conn.extra_dejson,
             port=conn.port,
             schema=conn.schema,
         )
+        if key_travels_in_clear(settings.base_url):
+            self.log.warning(
+                "Salebot connection %r uses http:// to %s: the API key travels in clear text. "
+                "Use https:// (http:// is for a local emulator).",
+                self.salebot_conn_id,
+                redact(settings.base_url, settings.api_key),
+            )
+        return settings
 
-    @cached_property
+    @_Once
     def session(self) -> requests.Session:
         """
         The HTTP session (keep-alive) all calls of this hook share.
 
         The environment's proxy and CA bundle settings (``HTTPS_PROXY``, ``NO_PROXY``,
         ``REQUESTS_CA_BUNDLE`` ...) are read once here, not on every call as requests would.
+        Redirects are never followed (see :meth:`_attempt`).
+
+        :raises SalebotValidationError: for a malformed proxy setting or a CA bundle that is not there.
         """
         _install_log_redaction()
         settings = self.settings
         session = requests.Session()
         environment = session.merge_environment_settings(settings.base_url, {}, None, settings.verify, None)
+        for scheme, proxy in environment["proxies"].items():
+            _check_proxy(scheme, proxy)
+        verify = environment["verify"]
+        if isinstance(verify, str) and not os.path.exists(verify):
+            raise SalebotValidationError(
+                f"Salebot: the CA bundle {verify!r} (from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE) does not "
+                "exist; fix the variable or the connection's 'verify' extra"
+            )
         session.trust_env = False
         session.proxies.update(environment["proxies"])
-        session.verify = environment["verify"]
+        session.verify = verify
+        session.max_redirects = 0
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"airflow-provider-salebot/{__version__}"}
         )
         return session
 
-    @cached_property
+    @_Once
     def _limiter(self) -> _RateLimiter | None:
         rate = self.settings.rate_limit
         return _RateLimiter(rate) if rate else None
@@ -260,23 +390,40 @@ class SalebotHook(BaseHook):
         self.close()
 
     def test_connection(self) -> tuple[bool, str]:
-        """Call ``connected_channels`` and report how many channels the project has; never shows the key."""
+        """
+        Call ``connected_channels`` once, with a short timeout, and report the project's channels.
+
+        This is the connection form's Test button and ``airflow connections test``: one attempt,
+        at most ``TEST_TIMEOUT`` seconds, no retries, and the key is never shown.
+        """
         try:
-            reply = self.connected_channels()
+            settings = self.settings
+            spec = get_action("connected_channels")
+            reply = self._execute(
+                build_request(spec), spec, attempts=1, timeout=min(settings.timeout, TEST_TIMEOUT)
+            )
+            channels = (
+                {k: len(v) for k, v in reply.items() if isinstance(v, list)}
+                if isinstance(reply, dict)
+                else {}
+            )
+            project = reply_field(spec.name, reply, "project_id")
         except Exception as exc:
             key = self.__dict__.get("settings")
             return False, redact(str(exc), key.api_key if key else None)
-        channels = (
-            {k: len(v) for k, v in reply.items() if isinstance(v, list)} if isinstance(reply, dict) else {}
-        )
         listed = ", ".join(f"{k} {n}" for k, n in channels.items() if n) or "none connected"
-        project = reply.get("project_id") if isinstance(reply, dict) else None
         return True, f"Connected to Salebot project {project}: {sum(channels.values())} channels ({listed})"
 
     # ------------------------------------------------------------------------- calling
 
     def call(
-        self, action: str, params: Mapping[str, Any] | Sequence[Any] | None = None, method: str | None = None
+        self,
+        action: str,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        method: str | None = None,
+        *,
+        validate: bool = True,
+        query: Mapping[str, Any] | None = None,
     ) -> Any:
         """
         Call any action, including one this provider's table does not know.
@@ -286,39 +433,66 @@ class SalebotHook(BaseHook):
         5xx only if it is a ``GET``. Masking, error handling and 429 handling are the same as for
         every other call.
 
+        .. code-block:: python
+
+            hook.call("get_clients", {"list": 5, "limit": 100})
+            # the universal webhook's parameters go in the query string, on a POST too:
+            hook.call("message", {"data": {"id": 7}, "message": "hi"}, validate=False,
+                      query={"delimiter": "1", "delimiter_value_client_id": "data 1 id"})
+
         :param action: the action name, e.g. ``"get_clients"``.
         :param params: the parameters by their API names: the query string of a GET, the JSON body
             of a POST (which may also be a list).
         :param method: ``"GET"`` or ``"POST"``.
+        :param validate: False sends ``params`` exactly as given, even for a known action whose
+            checks would refuse them (still masked, still under the action's retry policy).
+        :param query: query-string parameters to add, for any method.
         :return: the decoded JSON reply.
         """
         spec = ACTIONS.get(action)
         http_method = (method or (spec.method if spec else "POST")).upper()
-        if spec is None:
-            if http_method == "GET":
+        if spec is None or not validate:
+            if spec is None and http_method == "GET":
                 spec = Action(action, "GET", "clients_read", True, "", "")
-            return self._execute(
-                encode_request(action, http_method, params if params is not None else {}), spec
-            )
+            payload = params if params is not None else {}
+            request = encode_request(action, http_method, payload, query=query)
+            return self._execute(request, spec, audience=audience_of(payload))
         if spec.body_param and not isinstance(params, Mapping | None):
             params = {spec.body_param: params}
         if not isinstance(params, Mapping | None):
             raise SalebotValidationError(
                 f"Salebot {action}: 'params' must be a mapping of parameters", action=action
             )
-        return self._execute(build_request(spec, params, method=http_method, timezone=self._timezone), spec)
+        request = build_request(spec, params, method=http_method, timezone=self._timezone, query=query)
+        return self._execute(request, spec, audience=audience_of(params or {}))
 
-    def _run(self, action: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
+    def _run(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+        *,
+        first_index: int = 0,
+    ) -> Any:
         spec = get_action(action)
-        return self._execute(build_request(spec, params, extra=extra, timezone=self._timezone), spec)
+        request = build_request(spec, params, extra=extra, timezone=self._timezone, first_index=first_index)
+        return self._execute(request, spec, audience=audience_of(params))
 
     def _timezone(self) -> str:
         return self.settings.timezone
 
-    def _execute(self, request: Request, spec: Action | None) -> Any:
+    def _execute(
+        self,
+        request: Request,
+        spec: Action | None,
+        *,
+        audience: str | None = None,
+        attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         settings = self.settings
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(settings.max_retries + 1),
+            stop=tenacity.stop_after_attempt(attempts or settings.max_retries + 1),
             wait=self._wait,
             retry=tenacity.retry_if_exception(
                 lambda e: isinstance(e, SalebotError) and is_retryable(spec, e)
@@ -326,9 +500,21 @@ class SalebotHook(BaseHook):
             before_sleep=self._log_retry,
             reraise=True,
         )
-        return retrying(self._attempt, request)
+        send = spec is None or not spec.idempotent
+        try:
+            reply = retrying(self._attempt, request, timeout or settings.timeout, send)
+        except SalebotError as exc:
+            if send:
+                doubt = "in doubt, it may have been processed" if exc.in_doubt else "not processed"
+                self.log.info(
+                    "Salebot %s to %s: failed (%s): %s", request.action, audience, doubt, type(exc).__name__
+                )
+            raise
+        if send:
+            self.log.info("Salebot %s to %s: done", request.action, audience)
+        return reply
 
-    @cached_property
+    @_Once
     def _backoff(self) -> tenacity.wait.wait_base:
         factor = self.settings.backoff_factor
         return tenacity.wait_exponential(multiplier=factor, max=60) + tenacity.wait_random(0, factor)
@@ -344,15 +530,24 @@ class SalebotHook(BaseHook):
         self.log.warning(
             "Salebot call failed (attempt %d of %d), retrying in %.1fs: %s",
             state.attempt_number,
-            self.settings.max_retries + 1,
+            getattr(state.retry_object.stop, "max_attempt_number", 0),
             wait,
             error,
         )
 
-    def _attempt(self, request: Request) -> Any:
+    def _attempt(self, request: Request, timeout: float, send: bool) -> Any:
+        """
+        Make one HTTP exchange and judge the reply.
+
+        ``timeout`` bounds connecting and the whole reply, however slowly it trickles in. A redirect
+        is never followed (it could turn a POST into a bodiless GET, or carry the body and the key
+        to another host), so a 3xx is judged as a failure.
+        """
         settings = self.settings
         if self._limiter is not None:
             self._limiter.wait()
+        failure: SalebotError | None = None
+        started = time.monotonic()
         try:
             response = self.session.request(
                 request.method,
@@ -360,12 +555,21 @@ class SalebotHook(BaseHook):
                 params=request.query,
                 data=request.body,
                 headers={"Content-Type": "application/json"} if request.body is not None else None,
-                timeout=settings.timeout,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+            content = _read_whole(response, started + timeout)
+        except requests.exceptions.ContentDecodingError:
+            failure = SalebotAPIError(
+                f"Salebot {request.action} failed ({request.display_path}): HTTP {response.status_code}, "
+                f"the reply's Content-Encoding could not be decoded.{' ' + IN_DOUBT_NOTE if send else ''}",
+                action=request.action,
+                http_status=response.status_code,
+                in_doubt=True,
             )
         except requests.exceptions.RequestException as exc:
-            failure: SalebotConnectionError | None = self._no_reply(request, exc)
-        else:
-            failure = None
+            failure = self._no_reply(request, exc, timeout, send)
         if failure is not None:
             # Raised outside the except block, so that the requests error (its text holds the URL,
             # key included) is neither the cause nor the context of ours.
@@ -375,18 +579,19 @@ class SalebotHook(BaseHook):
             request.method,
             request.display_path,
             response.status_code,
-            response.elapsed.total_seconds(),
+            time.monotonic() - started,
         )
         return parse_reply(
             request.action,
             response.status_code,
-            response.content,
+            content,
             retry_after=response.headers.get("Retry-After"),
             secret=settings.api_key,
+            send=send,
         )
 
     def _no_reply(
-        self, request: Request, exc: requests.exceptions.RequestException
+        self, request: Request, exc: requests.exceptions.RequestException, timeout: float, send: bool
     ) -> SalebotConnectionError:
         """Turn a requests error into ours, saying whether the request may have been processed."""
         settings = self.settings
@@ -394,18 +599,22 @@ class SalebotHook(BaseHook):
         if isinstance(exc, requests.exceptions.Timeout) and not isinstance(
             exc, requests.exceptions.ConnectTimeout
         ):
+            doubt = f" after sending. {IN_DOUBT_NOTE}" if send else ""
             return SalebotConnectionError(
-                f"{where}: no reply within {settings.timeout:g}s after sending; it may have been processed",
+                f"{where}: no whole reply within {timeout:g}s{doubt}",
                 action=request.action,
                 in_doubt=True,
             )
         connected = not (isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc))
         sent = connected and not isinstance(exc, _NOT_SENT)
-        doubt = "it may have been processed" if sent else "nothing was sent"
         reason = redact(f"{type(exc).__name__}: {exc}", settings.api_key)
-        return SalebotConnectionError(
-            f"{where}: no reply ({doubt}): {reason}", action=request.action, in_doubt=sent
-        )
+        if not sent:
+            text = f"{where}: no reply (nothing was sent): {reason}"
+        elif send:
+            text = f"{where}: no reply: {reason}. {IN_DOUBT_NOTE}"
+        else:
+            text = f"{where}: no reply (the connection broke after sending): {reason}"
+        return SalebotConnectionError(text, action=request.action, in_doubt=sent)
 
     # ------------------------------------------------------------------------- bulk helpers
 
@@ -438,7 +647,7 @@ class SalebotHook(BaseHook):
         offset = 0
         while True:
             reply = self.get_clients(offset=offset, limit=page_size, list_id=list_id, reverse=reverse or None)
-            page = reply.get("clients") if isinstance(reply, dict) else None
+            page = reply_field("get_clients", reply, "clients")
             if not isinstance(page, list):
                 raise SalebotAPIError(
                     f"Salebot get_clients replied without a 'clients' list at offset {offset}",
@@ -484,7 +693,7 @@ class SalebotHook(BaseHook):
         clean = validate(
             "get_history", {"client_id": client_id, "start_date": start_date, "stop_date": stop_date}
         )
-        if not isinstance(window_days, int) or window_days < 1:
+        if not isinstance(window_days, int) or isinstance(window_days, bool) or window_days < 1:
             raise SalebotValidationError(
                 f"Salebot iter_history: 'window_days' must be a whole number >= 1; got {window_days!r}"
             )
@@ -493,7 +702,7 @@ class SalebotHook(BaseHook):
     def _history(self, clean: dict[str, Any], window_days: int) -> Iterator[dict[str, Any]]:
         cap = int(ACTIONS["get_history"].param_map["limit"].maximum or 0)
         if "start_date" not in clean:
-            items = self.get_history(client_id=clean["client_id"], limit=cap).get("result") or []
+            items = self._history_items(self.get_history(client_id=clean["client_id"], limit=cap))
             if len(items) >= cap:
                 self.log.warning(
                     "Salebot get_history returned %d items, the cap: give dates to read all of it", cap
@@ -514,7 +723,7 @@ class SalebotHook(BaseHook):
             reply = self.get_history(
                 client_id=clean["client_id"], limit=cap, start_date=start, stop_date=stop
             )
-            items = reply.get("result") or []
+            items = self._history_items(reply)
             if len(items) >= cap and start < stop:
                 middle = start + (stop - start) // 2
                 windows += [(middle + dt.timedelta(days=1), stop), (start, middle)]
@@ -527,6 +736,16 @@ class SalebotHook(BaseHook):
                     cap,
                 )
             yield from items
+
+    @staticmethod
+    def _history_items(reply: Any) -> list[Any]:
+        items = reply_field("get_history", reply, "result") or []
+        if not isinstance(items, list):
+            raise SalebotAPIError(
+                f"Salebot get_history replied with a 'result' that is not a list: {type(items).__name__}",
+                action="get_history",
+            )
+        return items
 
     def iter_chunked(
         self, action: str, items: Iterable[Any], *, chunk_size: int | None = None, **params: Any
@@ -559,7 +778,12 @@ class SalebotHook(BaseHook):
             )
         limit = spec.chunk_limit
         size = chunk_size if chunk_size is not None else (limit or DEFAULT_CHUNK_SIZE)
-        if not isinstance(size, int) or size < 1 or (limit is not None and size > limit):
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 1
+            or (limit is not None and size > limit)
+        ):
             bound = f" and at most {limit}" if limit else ""
             raise SalebotValidationError(
                 f"Salebot {action}: 'chunk_size' must be at least 1{bound}; got {size!r}", action=action
@@ -588,7 +812,7 @@ class SalebotHook(BaseHook):
         progress = _Progress(self.log, f"Salebot {spec.name}", total)
         for index, chunk in enumerate(batched(items, size)):
             try:
-                reply = self._run(spec.name, {**params, name: chunk})
+                reply = self._run(spec.name, {**params, name: chunk}, first_index=index * size)
             except SalebotError as exc:
                 exc.failed_chunk, exc.items_done = chunk, progress.done
                 raise
@@ -1350,10 +1574,14 @@ class SalebotHook(BaseHook):
         a timeout or a 5xx.
 
         :param client_id: the client's id in Salebot.
-        :param order_id: the deal; the client's current deal when omitted.
+        :param order_id: the deal; when omitted, the client's current deal, looked up first with
+            ``get_current_order_id`` and then sent explicitly (the vendor documents the fallback to
+            the current deal only for ``get_order_state``).
         :return: the decoded JSON reply.
         """
-        return self._run("move_order_to_next_state", {"client_id": client_id, "order_id": order_id})
+        params = {"client_id": client_id, "order_id": order_id}
+        validate("move_order_to_next_state", params)
+        return self._run("move_order_to_next_state", self._with_order(params))
 
     def get_order_vars(
         self, client_id: int | str, variables: Sequence[str], *, order_id: int | str | None = None
@@ -1364,13 +1592,14 @@ class SalebotHook(BaseHook):
         Needs the key permission ``crm_read``. Retried on timeouts, 429 and 5xx.
 
         :param client_id: the client's id in Salebot.
-        :param order_id: the deal; the client's current deal when omitted.
+        :param order_id: the deal; when omitted, the client's current deal, looked up first with
+            ``get_current_order_id`` and then sent explicitly.
         :param variables: variable names.
         :return: the decoded JSON reply.
         """
-        return self._run(
-            "get_order_vars", {"client_id": client_id, "order_id": order_id, "variables": variables}
-        )
+        params = {"client_id": client_id, "order_id": order_id, "variables": variables}
+        validate("get_order_vars", params)
+        return self._run("get_order_vars", self._with_order(params))
 
     def set_order_vars(
         self, client_id: int | str, variables: Mapping[str, Any], *, order_id: int | str | None = None
@@ -1381,13 +1610,27 @@ class SalebotHook(BaseHook):
         Needs the key permission ``crm_write``. Retried on timeouts, 429 and 5xx.
 
         :param client_id: the client's id in Salebot.
-        :param order_id: the deal; the client's current deal when omitted.
+        :param order_id: the deal; when omitted, the client's current deal, looked up first with
+            ``get_current_order_id`` and then sent explicitly.
         :param variables: name -> value.
         :return: the decoded JSON reply.
         """
-        return self._run(
-            "set_order_vars", {"client_id": client_id, "order_id": order_id, "variables": variables}
-        )
+        params = {"client_id": client_id, "order_id": order_id, "variables": variables}
+        validate("set_order_vars", params)
+        return self._run("set_order_vars", self._with_order(params))
+
+    def _with_order(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Fill in ``order_id`` with the client's current deal when it was not given."""
+        if params["order_id"] is not None:
+            return params
+        client_id = params["client_id"]
+        order_id = reply_field("get_current_order_id", self.get_current_order_id(client_id), "order_id")
+        if order_id is None:
+            raise SalebotNotFoundError(
+                f"Salebot get_current_order_id: client {client_id} has no current deal; give 'order_id'",
+                action="get_current_order_id",
+            )
+        return {**params, "order_id": order_id}
 
     def create_order(
         self,

@@ -114,9 +114,10 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("broadcast", {"clients": "1,2", "message": "x"}, "'clients' must be a list"),
     ("broadcast", {"clients": [1, "x"], "message": "x"}, "'clients\\[1\\]' must be an integer id"),
     ("broadcast", {"list_id": 1, "message": "x", "shift": -1}, "'shift' must be a non-negative"),
-    ("message", {"client_id": 1}, "give 'message', an attachment"),
+    ("message", {"client_id": 1}, "parameter 'message' is required unless a file is sent"),
+    ("message", {"client_id": 1, "message_id": 5}, "'message_id' alone is not enough"),
     ("message", {"client_id": 1, "message": "x", "time_shift": -5}, "'time_shift' must be a non-negative"),
-    ("message", {"client_id": 1, "message": "x", "time_shift": "soon"}, "'time_shift' must be a number"),
+    ("message", {"client_id": 1, "message": "x", "time_shift": "soon"}, "'time_shift' must be a finite number"),
     (
         "message",
         {"client_id": 1, "message": "x", "time_shift": 5, "send_time": "2024-10-16 13:15:59"},
@@ -131,7 +132,8 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("message", {"client_id": True, "message": "x"}, "'client_id' must be an integer id"),
     ("message", {"client_id": None, "message": "x"}, "'client_id' is required"),
     ("message", {"client_id": 1, "message": "x", "buttons": "yes"}, "'buttons' must be a dict"),
-    ("whatsapp_message", {"phone": "7900"}, "give 'message'"),
+    ("whatsapp_message", {"phone": "7900"}, "parameter 'message' is required"),
+    ("whatsapp_message", {"phone": "7900", "message_id": 5}, "'message_id' alone is not enough"),
     ("get_history", {"client_id": 1, "start_date": "01.01.2024"}, "'start_date' and 'stop_date' go together"),
     (
         "get_history",
@@ -169,7 +171,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("get_order_vars", {"client_id": 1, "variables": [""]}, "'variables\\[0\\]' must be a variable name"),
     ("set_order_vars", {"client_id": 1, "variables": {}}, "'variables' must not be empty"),
     ("create_order", {"name": "deal"}, "at least one of client_id, phone, email"),
-    ("create_order", {"client_id": 1, "budget": float("nan")}, "'budget' must be a number"),
+    ("create_order", {"client_id": 1, "budget": float("nan")}, "'budget' must be a finite number"),
     (
         "load_clients",
         {"clients": [{"platform_id": 1, "group_id": 2}]},
@@ -639,7 +641,7 @@ def test_connection_uri_form_with_a_scheme_in_the_host(monkeypatch: pytest.Monke
 def test_bad_input_is_found_before_the_connection_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_SALEBOT_DEFAULT", raising=False)
     hook = SalebotHook()
-    with pytest.raises(SalebotValidationError, match="give 'message'"):
+    with pytest.raises(SalebotValidationError, match="parameter 'message' is required"):
         hook.message(1)
     assert "settings" not in vars(hook)
 
