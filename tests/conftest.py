@@ -71,6 +71,7 @@ class Reply:
     delay: float = 0.0
     reset: bool = False
     truncate: bool = False
+    trickle: float = 0.0  # seconds between the body's bytes, sent one at a time
 
 
 class ScriptedServer:
@@ -127,6 +128,16 @@ class ScriptedServer:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
+                if reply.trickle:
+                    self.wfile.flush()
+                    for byte in raw:
+                        time.sleep(reply.trickle)
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except OSError:  # the client gave up, as it should
+                            return
+                    return
                 if reply.truncate:
                     self.wfile.write(raw[: len(raw) // 2])
                     self.wfile.flush()

@@ -405,3 +405,328 @@ def test_batched_is_lazy_and_keeps_the_remainder() -> None:
 def test_docs_carry_the_coverage_table_generated_from_the_table() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "hook.md").read_text(encoding="utf-8")
     assert api.coverage_table() in doc
+
+
+# ------------------------------------------------------------------------------------- hostile replies
+
+
+def test_a_redirect_is_a_failure_naming_the_status_never_the_location() -> None:
+    with pytest.raises(SalebotAPIError, match="HTTP 302: a redirect, which is never followed") as info:
+        api.parse_reply("get_variables", 302, b"", secret=KEY)
+    assert info.value.http_status == 302
+    assert "Location" not in str(info.value)
+    for action in ("get_variables", "message"):
+        assert api.is_retryable(api.ACTIONS[action], info.value) is False
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a": ' * 50_000, b"\xff\xfe{", b'{"status": "succ'])
+def test_a_body_that_breaks_the_decoder_is_a_typed_error(body: bytes) -> None:
+    with pytest.raises(SalebotAPIError, match="not JSON") as send:
+        api.parse_reply("message", 200, body)
+    assert send.value.in_doubt is True
+    assert api.IN_DOUBT_NOTE in str(send.value)
+    assert api.is_retryable(api.ACTIONS["message"], send.value) is False
+    with pytest.raises(SalebotAPIError) as read:
+        api.parse_reply("get_variables", 200, body)
+    assert api.is_retryable(api.ACTIONS["get_variables"], read.value) is True
+    assert api.IN_DOUBT_NOTE not in str(read.value)
+
+
+@pytest.mark.parametrize("zone", ["", " -0000", " GMT", " +0000"])
+def test_retry_after_dates_without_a_zone_or_with_minus_zero_are_utc(zone: str) -> None:
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=120)
+    value = later.strftime("%a, %d %b %Y %H:%M:%S") + zone
+    assert 100 < (api.parse_retry_after(value) or 0) <= 120
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "inf", "Mon, 99 Foo 2024", "-5"])
+def test_unreadable_or_odd_retry_after_never_raises(value: str) -> None:
+    wait = api.parse_retry_after(value)
+    assert wait is None or wait == 0.0
+
+
+def test_header_text_in_a_message_is_bounded_and_redacted() -> None:
+    header = f"/api/{KEY}/x " + "9" * 5000
+    with pytest.raises(SalebotAPIError) as info:
+        api.parse_reply("message", 429, b"", retry_after=header, secret=KEY)
+    text = str(info.value)
+    assert KEY not in text
+    assert "9" * (api.MAX_HEADER_TEXT + 1) not in text
+    assert len(text) < 400
+
+
+def test_a_5xx_is_in_doubt_whatever_its_body_says() -> None:
+    body = b'{"status": "error", "message": "WRONG_ACTION"}'
+    with pytest.raises(SalebotAPIError) as info:
+        api.parse_reply("message", 500, body)
+    assert type(info.value) is SalebotAPIError
+    assert info.value.in_doubt is True
+    with pytest.raises(SalebotAPIError) as not_found:
+        api.parse_reply("get_variables", 503, b'{"status": "client_not_found"}')
+    assert type(not_found.value) is SalebotAPIError
+    assert api.is_retryable(api.ACTIONS["get_variables"], not_found.value)
+
+
+@pytest.mark.parametrize("reply", [[1, 2], "text", 5, None])
+def test_reply_field_on_a_reply_of_the_wrong_shape_is_a_typed_error(reply: object) -> None:
+    with pytest.raises(SalebotAPIError, match="where an object with 'result' was expected"):
+        api.reply_field("get_history", reply, "result")
+
+
+# ------------------------------------------------------------------------------------- the key
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "ab/cd+ef gh\"ij'kl",
+        "ab%2Fcd%2Bef%20gh%22ij%27kl",
+        "ab/cd%2Bef%20gh%22ij%27kl",
+        "ab%2Fcd%2Bef+gh%22ij%27kl",
+        "ab/cd+ef gh\\\"ij'kl",
+        "ab\\/cd+ef gh\\\"ij'kl",
+    ],
+)
+def test_redaction_covers_the_key_as_sent_and_as_echoed(echoed: str) -> None:
+    key = "ab/cd+ef gh\"ij'kl"
+    assert api.redact(f"before {echoed} after", key) == "before *** after"
+
+
+def test_a_key_pasted_with_white_space_is_trimmed() -> None:
+    settings = api.settings_from_connection(host=None, password=f"  {KEY}\n", extra={})
+    assert settings.api_key == KEY
+
+
+@pytest.mark.parametrize("key", ["abc", " abcd \n", "1234567"])
+def test_a_key_too_short_to_hide_is_refused_saying_why(key: str) -> None:
+    with pytest.raises(SalebotValidationError, match="cannot be hidden safely") as info:
+        api.settings_from_connection(host=None, password=key, extra={})
+    assert key.strip() not in str(info.value)
+
+
+def test_classification_is_judged_before_redaction() -> None:
+    # A key that happens to spell a status must not turn "not found" into a generic failure.
+    for key, status in (
+        ("client_not_found", "client_not_found"),
+        ("order 12 not found", "order 12 not found"),
+    ):
+        body = json.dumps({"status": status}).encode()
+        with pytest.raises(SalebotNotFoundError) as info:
+            api.parse_reply("get_variables", 200, body, secret=key)
+        assert key not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "clear"),
+    [
+        ("http://salebot.example.com", True),
+        ("http://10.0.0.5:8080", True),
+        ("http://127.0.0.1:8799", False),
+        ("http://127.8.9.1", False),
+        ("http://localhost:8799", False),
+        ("http://[::1]:8799", False),
+        ("https://chatter.salebot.pro", False),
+    ],
+)
+def test_key_travels_in_clear_only_over_http_off_loopback(url: str, clear: bool) -> None:
+    assert api.key_travels_in_clear(url) is clear
+
+
+# ------------------------------------------------------------------------------------- input
+
+
+@pytest.mark.parametrize("value", ["49177759\n", "٤٩١٧", "４９１７", " 49", "49 ", "+49", "4_9"])
+def test_ids_as_strings_are_ascii_digits_only(value: str) -> None:
+    with pytest.raises(SalebotValidationError, match="'client_id' must be an integer id"):
+        api.validate("get_variables", {"client_id": value})
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "name"),
+    [
+        (
+            "get_history",
+            {"client_id": 1, "start_date": "01.01.2024\n", "stop_date": "02.01.2024"},
+            "start_date",
+        ),
+        (
+            "get_history",
+            {"client_id": 1, "start_date": "٠١.٠١.٢٠٢٤", "stop_date": "02.01.2024"},
+            "start_date",
+        ),
+        ("message", {"client_id": 1, "message": "x", "send_time": "2024-10-16 13:15:59\n"}, "send_time"),
+    ],
+)
+def test_dates_are_ascii_and_whole(action: str, params: dict[str, object], name: str) -> None:
+    with pytest.raises(SalebotValidationError, match=f"'{name}' must be a"):
+        api.validate(action, params)
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "name"),
+    [
+        ("message", {"client_id": 1, "message": "x", "time_shift": float("nan")}, "time_shift"),
+        ("message", {"client_id": 1, "message": "x", "time_shift": float("inf")}, "time_shift"),
+        ("message", {"client_id": 1, "message": "x", "time_shift": 10**400}, "time_shift"),
+        ("broadcast", {"list_id": 1, "message": "x", "shift": float("-inf")}, "shift"),
+        ("create_order", {"client_id": 1, "budget": 10**400}, "budget"),
+        ("save_variables", {"client_id": 1, "variables": {"a": float("nan")}}, "variables\\['a'\\]"),
+        (
+            "save_variables",
+            {"client_id": 1, "variables": {"a": {"b": [1, float("inf")]}}},
+            "variables\\['a'\\]",
+        ),
+        ("save_variables", {"client_id": 1, "variables": {"a": 10**400}}, "variables\\['a'\\]"),
+        ("find_client_id_by_var", {"var": "a", "val": float("nan")}, "val"),
+        ("set_order_vars", {"client_id": 1, "order_id": 2, "variables": {"sum": float("inf")}}, "variables"),
+        ("find_clients", {"q": {"age": {"_in": [float("nan")]}}}, "q"),
+        ("get_variables", {"client_id": 10**30}, "client_id"),
+    ],
+)
+def test_nan_infinity_and_huge_numbers_are_refused_naming_the_parameter(
+    action: str, params: dict[str, object], name: str
+) -> None:
+    with pytest.raises(SalebotValidationError, match=f"'{name}"):
+        api.validate(action, params)
+
+
+def test_nan_in_an_extra_field_or_a_query_is_refused() -> None:
+    with pytest.raises(SalebotValidationError, match="extra\\['score'\\]"):
+        api.validate("callback", {"client_id": 1}, {"score": float("nan")})
+    with pytest.raises(SalebotValidationError, match="query\\['x'\\]"):
+        api.encode_request("message", "POST", {}, query={"x": float("inf")})
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "name"),
+    [
+        ("message", {"client_id": 1, "message": ""}, "message"),
+        ("message", {"client_id": 1, "message": "  \n"}, "message"),
+        ("send_callback_by_platform_id", {"platform_ids": [1], "callback_text": ""}, "callback_text"),
+        ("find_client_id_by_var", {"var": "", "val": "x"}, "var"),
+        ("find_client_id_by_email", {"email": ""}, "email"),
+        ("email_callback", {"email": " "}, "email"),
+        ("callback", {"client_id": 1, "message": ""}, "message"),
+    ],
+)
+def test_required_text_may_not_be_empty(action: str, params: dict[str, object], name: str) -> None:
+    with pytest.raises(SalebotValidationError, match=f"'{name}' must not be empty"):
+        api.validate(action, params)
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "name"),
+    [
+        ("get_clients", {"limit": True}, "limit"),
+        ("get_clients", {"offset": False}, "offset"),
+        ("get_variables", {"client_id": True}, "client_id"),
+        ("broadcast", {"platform_ids": [1], "group_id": True, "message": "x"}, "group_id"),
+        ("add_to_list", {"list_id": 1, "clients": [True]}, "clients\\[0\\]"),
+        ("load_clients", {"clients": [{"platform_id": 1, "group_id": True, "client_type": 1}]}, "group_id"),
+        (
+            "load_clients",
+            {"clients": [{"platform_id": 1, "group_id": "b", "client_type": False}]},
+            "client_type",
+        ),
+    ],
+)
+def test_true_and_false_are_not_ids_or_counts(action: str, params: dict[str, object], name: str) -> None:
+    with pytest.raises(SalebotValidationError, match=name):
+        api.validate(action, params)
+
+
+def test_broadcast_never_names_a_recipient_twice() -> None:
+    clean = api.validate("broadcast", {"clients": [5, "5", 6, 5, "07", 7], "message": "x"})
+    assert clean["clients"] == [5, 6, "07", 7]
+    clean = api.validate("broadcast", {"platform_ids": ["a", "b", "a"], "group_id": "bot", "message": "x"})
+    assert clean["platform_ids"] == ["a", "b"]
+    body = json.loads(api.build_request("broadcast", {"clients": [1, 1, 2], "message": "x"}).body or b"")
+    assert body["clients"] == [1, 2]
+
+
+def test_validate_takes_the_hooks_names_and_messages_name_both() -> None:
+    assert api.validate("broadcast", {"list_id": 5, "message": "x"}) == {"list": 5, "message": "x"}
+    assert api.validate("get_clients", {"list_id": 5, "list": None}) == {"list": 5}
+    with pytest.raises(SalebotValidationError, match="'list \\(list_id\\)' must be an integer id"):
+        api.validate("broadcast", {"list_id": "five", "message": "x"})
+    with pytest.raises(SalebotValidationError, match="not both"):
+        api.validate("broadcast", {"list_id": 5, "list": 5, "message": "x"})
+    with pytest.raises(SalebotValidationError, match=r"it takes offset, limit, list \(list_id\), reverse"):
+        api.validate("get_clients", {"page": 1})
+
+
+def test_message_needs_its_text_unless_a_file_is_sent() -> None:
+    file = {"attachment_type": "image", "attachment_url": "https://x/a.png"}
+    assert api.validate("message", {"client_id": 1, **file})
+    assert api.validate("whatsapp_message", {"phone": "7900", "message": "hi", "message_id": 3})
+    assert api.validate("broadcast", {"list_id": 1, "message_id": 3})
+    for action, who in (("message", {"client_id": 1}), ("whatsapp_message", {"phone": "7900"})):
+        with pytest.raises(SalebotValidationError, match="'message' is required unless a file is sent"):
+            api.validate(action, {**who, "message_id": 3})
+
+
+# ------------------------------------------------------------------------------------- connection mistakes
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://chatter.salebot.pro#",
+        "https://chatter.salebot.pro#frag",
+        "https://chatter.salebot.pro?x=1",
+        "https://chatter.salebot.pro/?",
+        f"https://chatter.salebot.pro/api/{KEY}",
+        "https://chatter.salebot.pro/gw/api",
+        "https://user:pw@chatter.salebot.pro",
+        "https://chatter.salebot.pro/a b",
+        "https://chatter.salebot.pro:99999",
+        "https://chatter.salebot.pro:port",
+    ],
+)
+def test_a_base_url_with_anything_but_host_and_path_prefix_is_refused(host: str) -> None:
+    with pytest.raises(SalebotValidationError, match="Salebot connection host") as info:
+        api.base_url_of(host)
+    assert KEY not in str(info.value)
+
+
+def test_a_base_url_may_carry_a_path_prefix() -> None:
+    assert api.base_url_of("https://gw.example.com/salebot/") == "https://gw.example.com/salebot"
+    assert api.base_url_of("gw.example.com/salebot", 8443) == "https://gw.example.com:8443/salebot"
+    request = api.build_request("get_messages")
+    assert (
+        request.url("https://gw.example.com/salebot", "k")
+        == "https://gw.example.com/salebot/api/k/get_messages"
+    )
+
+
+def test_verify_naming_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(SalebotValidationError, match="extra 'verify' names a CA bundle that does not exist"):
+        api.settings_from_connection(host=None, password=KEY, extra={"verify": str(missing)})
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = api.settings_from_connection(host=None, password=KEY, extra={"verify": f" {bundle} "})
+    assert settings.verify == str(bundle)
+    with pytest.raises(SalebotValidationError, match="extra 'verify' must be"):
+        api.settings_from_connection(host=None, password=KEY, extra={"verify": 3})
+
+
+def test_a_query_goes_on_a_post_too() -> None:
+    request = api.build_request(
+        "message", {"client_id": 1, "message": "x"}, query={"value_client_id": "data", "skip": None}
+    )
+    assert request.method == "POST"
+    assert request.query == {"value_client_id": "data"}
+    assert json.loads(request.body or b"") == {"client_id": 1, "message": "x"}
+    with pytest.raises(SalebotValidationError, match="repeats the parameter"):
+        api.build_request("get_variables", {"client_id": 1}, query={"client_id": 2})
+
+
+def test_audience_names_who_a_send_is_for_without_contact_details() -> None:
+    assert api.audience_of({"client_id": 5}) == "client 5"
+    assert api.audience_of({"list": 7}) == "list 7"
+    assert api.audience_of({"clients": [1, 2, 3]}) == "3 clients"
+    assert api.audience_of({"platform_ids": ["a"], "group_id": "b"}) == "1 platform ids"
+    assert api.audience_of([{"platform_id": 1}] * 4) == "4 items"
+    assert api.audience_of({"phone": "79875146788"}) == "phone ending 6788"
+    assert api.audience_of({"email": "ann@example.com"}) == "email at example.com"

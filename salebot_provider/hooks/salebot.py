@@ -176,6 +176,14 @@ _NOT_SENT = (
 )
 
 
+class _Session(requests.Session):
+    """A session that never follows a redirect, nor even reads a redirect's body to prepare one."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        """Say there is nowhere to go: a 3xx is then judged as a failure like any other reply."""
+        return None
+
+
 def _check_proxy(scheme: str, proxy: str) -> None:
     """Refuse a proxy URL requests could not use, as a configuration error rather than a retried failure."""
     try:
@@ -349,7 +357,7 @@ class SalebotHook(BaseHook):
         """
         _install_log_redaction()
         settings = self.settings
-        session = requests.Session()
+        session = _Session()
         environment = session.merge_environment_settings(settings.base_url, {}, None, settings.verify, None)
         for scheme, proxy in environment["proxies"].items():
             _check_proxy(scheme, proxy)
@@ -362,7 +370,6 @@ class SalebotHook(BaseHook):
         session.trust_env = False
         session.proxies.update(environment["proxies"])
         session.verify = verify
-        session.max_redirects = 0
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"airflow-provider-salebot/{__version__}"}
         )

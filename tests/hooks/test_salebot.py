@@ -117,7 +117,11 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("message", {"client_id": 1}, "parameter 'message' is required unless a file is sent"),
     ("message", {"client_id": 1, "message_id": 5}, "'message_id' alone is not enough"),
     ("message", {"client_id": 1, "message": "x", "time_shift": -5}, "'time_shift' must be a non-negative"),
-    ("message", {"client_id": 1, "message": "x", "time_shift": "soon"}, "'time_shift' must be a finite number"),
+    (
+        "message",
+        {"client_id": 1, "message": "x", "time_shift": "soon"},
+        "'time_shift' must be a finite number",
+    ),
     (
         "message",
         {"client_id": 1, "message": "x", "time_shift": 5, "send_time": "2024-10-16 13:15:59"},
