@@ -16,6 +16,13 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Salebot",
         "description": "Salebot chatbot builder and CRM: the whole API as a hook, and an offline emulator.",
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Salebot",
+                "external-doc-url": "https://docs.salebot.pro",
+                "tags": ["service"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "salebot",
@@ -51,9 +58,10 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Shared by all calls of one hook; empty for no limit.",
                     },
                     "verify": {
-                        "label": "Verify TLS",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                        "description": "Check the server's TLS certificate.",
+                        "label": "Verify TLS (true, false, or a CA bundle path)",
+                        "schema": {"type": ["string", "null"], "default": "true"},
+                        "description": "true checks the server's TLS certificate against the system's "
+                        "CAs; a path checks it against that PEM bundle; false does not check.",
                     },
                     "timezone": {
                         "label": "Time zone",

@@ -78,3 +78,42 @@ def test_importing_the_package_is_cheap() -> None:
     code = f"import sys, salebot_provider; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_providers_api_shows_a_documentation_url() -> None:
+    # Airflow takes it from the distribution's Project-URL "Documentation" (pyproject's [project.urls]).
+    from airflow.api_fastapi.core_api.services.public.providers import _provider_mapper
+    from airflow.providers_manager import ProvidersManager
+
+    provider = ProvidersManager().providers["airflow-provider-salebot"]
+    assert (
+        _provider_mapper(provider).documentation_url == "https://pypi.org/project/airflow-provider-salebot/"
+    )
+
+
+def test_the_connection_form_takes_a_ca_bundle_path_for_verify(tmp_path: Path) -> None:
+    from wtforms import Form, StringField
+
+    from salebot_provider.api import settings_from_connection
+    from salebot_provider.hooks import SalebotHook
+
+    field = SalebotHook.get_connection_form_widgets()["verify"]
+    assert field.field_class is StringField
+    schema = salebot_provider.get_provider_info()["connection-types"][0]["conn-fields"]["verify"]["schema"]
+    assert "string" in schema["type"]
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    form = type("F", (Form,), {"verify": field})(data={"verify": str(bundle)})
+    extra = {"verify": form.verify.data}
+    assert settings_from_connection(host=None, password="k" * 40, extra=extra).verify == str(bundle)
+    for text, expected in (("true", True), ("false", False)):
+        assert (
+            settings_from_connection(host=None, password="k" * 40, extra={"verify": text}).verify is expected
+        )
+
+
+def test_license_is_the_apache_2_text() -> None:
+    text = (Path(__file__).parent.parent / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License")
+    assert "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
