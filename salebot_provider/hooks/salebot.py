@@ -1048,7 +1048,7 @@ class SalebotHook(BaseHook):
         refused before sending; use :meth:`iter_chunked`. A send: retried only when surely not processed,
         never after a timeout or a 5xx.
 
-        :param platform_ids: messenger ids.
+        :param platform_ids: messenger ids; a repeated id is dropped (the first kept).
         :param callback_text: the callback text.
         :param group_id: the bot's identifier.
         :param time_shift: send after this many seconds from now.
@@ -1129,7 +1129,7 @@ class SalebotHook(BaseHook):
         after a timeout or a 5xx.
 
         :param client_id: the client's id in Salebot.
-        :param message: the text; optional with an attachment or message_id.
+        :param message: the text; required unless a file is sent (``message_id`` does not replace it).
         :param message_id: a bot block to send.
         :param attachment_type: how to show the file (one of image, video, link, file, audio).
         :param attachment_url: the file's URL.
@@ -1172,7 +1172,7 @@ class SalebotHook(BaseHook):
 
         :param phone: the recipient's phone.
         :param whatsapp_bot_id: the bot, from 'messengers and chats'.
-        :param message: the text; optional with an attachment or message_id.
+        :param message: the text; required unless a file is sent (``message_id`` does not replace it).
         :param message_id: a bot block to send.
         :param attachment_type: how to show the file (one of image, video, link, file, audio).
         :param attachment_url: the file's URL.
@@ -1217,8 +1217,8 @@ class SalebotHook(BaseHook):
         after a timeout or a 5xx.
 
         :param list_id: the list to mail.
-        :param clients: client ids.
-        :param platform_ids: messenger ids; needs group_id.
+        :param clients: client ids; a repeated id is dropped (the first kept), so nobody gets it twice.
+        :param platform_ids: messenger ids, with group_id; a repeated id is dropped likewise.
         :param group_id: the bot, required with platform_ids.
         :param message: the text.
         :param message_id: a bot block to send.
