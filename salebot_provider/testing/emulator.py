@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import re
 import secrets
 import socket
@@ -15,9 +16,10 @@ from dataclasses import asdict, dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from salebot_provider.api import ACTIONS, DEFAULT_TIMEZONE, PERMISSIONS
-from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults
+from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults, finite_number
 from salebot_provider.testing.handlers import HANDLERS, Fail, Params, Reply
 from salebot_provider.testing.state import AutoAdvance, Client, Deal, OutboxItem, State
 
@@ -37,6 +39,12 @@ BOTH_METHODS = frozenset(
     }
 )
 _API_PATH = re.compile(r"^/api/([^/]+)/([^/]+)/?$")
+#: The largest request body read; the hook sends at most a few hundred kilobytes.
+MAX_BODY = 32 * 1024 * 1024
+#: The deepest nesting of a JSON body: Salebot's parameters are a few levels deep, and a value
+#: nested near Python's recursion limit would break copying the state and the request log later.
+MAX_DEPTH = 64
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,12 +74,22 @@ class _NotFound(Exception):
     """An admin route named something that does not exist."""
 
 
+class _BadBody(Exception):
+    """A request body that cannot be read: answered with ``status``, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, handler)
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
@@ -101,12 +119,16 @@ class SalebotEmulator:
             assert [m.client_id for m in emulator.outbox] == [...]
 
     :param port: the port to bind; 0 picks a free one.
-    :param host: the address to bind.
+    :param host: the address to bind (an IPv6 address such as ``::1`` works too).
     :param clients: how many seeded clients the project starts (and resets) with.
     :param seed: the seed of the seeded clients and of every fault decision.
     :param api_key: the default key (every permission); a random one when None.
     :param clock: the time source, seconds since the epoch; tests may pass a fake one.
     :param timezone: the project's time zone (``send_time`` and history dates are read in it).
+    :param read_timeout: seconds a connection may stay silent (mid-request, or idle between
+        requests) before the emulator closes it, so that a slow or stuck client cannot hold a
+        server thread for good.
+    :raises ValueError: for an unknown time zone.
     """
 
     def __init__(
@@ -119,8 +141,16 @@ class SalebotEmulator:
         api_key: str | None = None,
         clock: Callable[[], float] = time.time,
         timezone: str = DEFAULT_TIMEZONE,
+        read_timeout: float = 10.0,
     ) -> None:
+        try:
+            ZoneInfo(timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown time zone {timezone!r} (an IANA name such as Europe/Moscow)") from None
+        if not finite_number(read_timeout) or read_timeout <= 0:
+            raise ValueError(f"read_timeout must be a number of seconds more than 0; got {read_timeout!r}")
         self._host, self._port = host, port
+        self.read_timeout = read_timeout
         self._initial = (clients, seed, clock)
         self.clock = clock
         self.timezone = timezone
@@ -177,8 +207,12 @@ class SalebotEmulator:
 
     @property
     def base_url(self) -> str:
-        """The URL to put in the connection's host, e.g. ``http://127.0.0.1:8080``."""
-        return f"http://{self._host}:{self.port}"
+        """The URL to put in the connection's host, e.g. ``http://127.0.0.1:8799`` or ``http://[::1]:8799``."""
+        return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self._host}]" if ":" in self._host else self._host
 
     def connection_json(self, **extra: Any) -> str:
         """
@@ -196,9 +230,8 @@ class SalebotEmulator:
 
     def connection_uri(self) -> str:
         """The connection as an Airflow URI, ready for ``AIRFLOW_CONN_SALEBOT_DEFAULT``."""
-        uri = (
-            f"salebot://:{quote(self.api_key, safe='')}@{quote(f'http://{self._host}', safe='')}:{self.port}"
-        )
+        host = quote(f"http://{self._url_host}", safe="")
+        uri = f"salebot://:{quote(self.api_key, safe='')}@{host}:{self.port}"
         return uri if self.timezone == DEFAULT_TIMEZONE else f"{uri}?timezone={quote(self.timezone, safe='')}"
 
     # ------------------------------------------------------------------ set-up
@@ -301,7 +334,7 @@ class SalebotEmulator:
         :param fault: the fields of the rule.
         """
         _known_action(action)
-        return self.faults.add(Fault(action=action, **fault))
+        return self.faults.add(Fault.from_fields(action=action, **fault))
 
     def rate_limit(self, per_second: float | None, action: str | None = None) -> None:
         """
@@ -322,8 +355,8 @@ class SalebotEmulator:
         :param order_id: the deal.
         :param every: seconds between moves.
         """
-        if every <= 0:
-            raise ValueError(f"'every' must be more than 0 seconds; got {every}")
+        if not finite_number(every) or every <= 0:
+            raise ValueError(f"auto_advance: 'every' must be a number of seconds more than 0; got {every!r}")
         with self.state.lock:
             if order_id not in self.state.deals:
                 raise KeyError(f"no deal {order_id}")
@@ -335,8 +368,8 @@ class SalebotEmulator:
 
         :param seconds: how far, at least 0.
         """
-        if seconds < 0:
-            raise ValueError(f"time only moves forward; got {seconds}")
+        if not finite_number(seconds) or seconds < 0:
+            raise ValueError(f"advance: time moves forward by a number of seconds (>= 0); got {seconds!r}")
         with self.state.lock:
             self._offset += seconds
 
@@ -400,7 +433,7 @@ class SalebotEmulator:
         body: Any = None
         status, reply = 0, None
         try:
-            body = json.loads(raw) if raw.strip() else None
+            body = _decode_json(raw, None)
         except ValueError:
             body = raw.decode("utf-8", "replace")
         try:
@@ -455,9 +488,9 @@ class SalebotEmulator:
     def handle_admin(self, method: str, path: str, raw: bytes) -> Reply:
         """Answer a call to the admin API under ``/_emulator/``; see docs/testing.md."""
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return 400, {"error": "the body must be JSON"}
+            body = _decode_json(raw, {})
+        except ValueError as exc:
+            return 400, {"error": f"the body must be JSON: {exc}"}
         if not isinstance(body, dict):
             return 400, {"error": "the body must be a JSON object"}
         parts = [p for p in path.split("/") if p][1:]
@@ -491,7 +524,7 @@ class SalebotEmulator:
         if route == ("GET", "deals", 2):
             return 200, asdict(self.deal(int(parts[1])))
         if route == ("POST", "deals", 3) and parts[2] == "auto_advance":
-            self.auto_advance(int(parts[1]), float(body["every"]))
+            self.auto_advance(int(parts[1]), body["every"])
             return 200, {"auto_advance": int(parts[1])}
         if route == ("POST", "lists", 1):
             return 200, {"list_id": self.add_list(body.get("list_id"), body.get("clients", ()))}
@@ -514,9 +547,44 @@ class SalebotEmulator:
             ids = self.seed_clients(int(body.get("clients", 0)), body.get("seed"))
             return 200, {"seeded": len(ids)}
         if route == ("POST", "clock", 1):
-            self.advance(float(body.get("advance", 0)))
+            self.advance(body.get("advance", 0))
             return 200, {"time": self._now()}
         raise _NotFound(f"no admin route {method} /_emulator/{'/'.join(parts)}")
+
+
+def _shown_path(path: str) -> str:
+    """A path for the log: the key masked, and nothing else from a path that is not one of ours."""
+    if path.startswith("/_emulator/"):
+        return path
+    match = _API_PATH.match(path)
+    if match is None:
+        return "(unknown path)"
+    # A client that builds the URL wrongly may put its key where the action goes.
+    return f"/api/***/{match[2] if match[2] in ACTIONS else '(unknown action)'}"
+
+
+def _decode_json(raw: bytes, empty: Any) -> Any:
+    """
+    The JSON in a request body (``empty`` for none).
+
+    :raises ValueError: when it is not JSON, or nested deeper than :data:`MAX_DEPTH`.
+    """
+    if not raw.strip():
+        return empty
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in item)
+    return value
 
 
 def _known_action(action: str | None) -> None:
@@ -539,6 +607,9 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "SalebotEmulator"
         disable_nagle_algorithm = True
+        # StreamRequestHandler sets it on the socket: each read or write waits at most this long,
+        # and http.server closes a connection whose request line or headers time out.
+        timeout = emulator.read_timeout
         server: _Server
 
         def setup(self) -> None:
@@ -556,26 +627,60 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
             """Stay quiet: the emulator keeps its own request log."""
 
         def _answer(self) -> None:
+            started = time.perf_counter()
             parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if parts.path.startswith("/_emulator/"):
-                self._send(*emulator.handle_admin(self.command, parts.path, raw))
-                return
-            match = _API_PATH.match(parts.path)
+            try:
+                raw = self._read_body()
+            except _BadBody as bad:
+                status = bad.status
+                # The rest of what the client sent cannot be told apart from a next request.
+                self._send(status, {"status": "error", "message": str(bad)}, {"Connection": "close"})
+            else:
+                status = self._route(parts.path, parts.query, raw)
+            elapsed = (time.perf_counter() - started) * 1000
+            _log.debug("%s %s %s %.1f ms", self.command, _shown_path(parts.path), status or "reset", elapsed)
+
+        def _read_body(self) -> bytes:
+            announced = self.headers.get("Content-Length")
+            if announced is None:
+                return b""
+            # Not str.isdigit: int() would also take the digits of other scripts.
+            if not re.fullmatch(r"[0-9]+", announced.strip()):
+                raise _BadBody(400, f"Content-Length must be a whole number of bytes; got {announced[:40]!r}")
+            length = int(announced)
+            if length > MAX_BODY:
+                raise _BadBody(413, f"the body is over {MAX_BODY} bytes")
+            try:
+                raw = self.rfile.read(length)
+            except TimeoutError:
+                raw = b""
+            if len(raw) < length:
+                raise _BadBody(
+                    400, f"the body is shorter than its Content-Length of {length} bytes (or came too slowly)"
+                )
+            return raw
+
+        def _route(self, path: str, query_string: str, raw: bytes) -> int:
+            """Answer the request; the HTTP status answered, 0 for a reset connection."""
+            if path.startswith("/_emulator/"):
+                status, reply = emulator.handle_admin(self.command, path, raw)
+                self._send(status, reply)
+                return status
+            match = _API_PATH.match(path)
             if match is None:
                 self._send(404, {"status": "error", "message": "Not found"})
-                return
-            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+                return 404
+            query = dict(parse_qsl(query_string, keep_blank_values=True))
             key, action = unquote(match[1]), match[2]
             decision, (status, body) = emulator.handle_api(self.command, key, action, query, raw)
             if decision.failure is not None and decision.failure.reset:
                 self.close_connection = True
-                return
+                return 0
             headers = (
                 {"Retry-After": str(decision.retry_after)} if status == 429 and decision.retry_after else {}
             )
             self._send(status, body, headers)
+            return status
 
         def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             if isinstance(body, bytes):

@@ -6,7 +6,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 #: The failure kinds a fault can have.
 _KINDS = ("reset", "status", "html", "invalid_json")
+#: The longest latency a rule may add, in seconds: longer than any client timeout worth testing,
+#: and short enough that a forgotten rule does not hold a server thread for good.
+MAX_LATENCY = 3600.0
 HTML_ERROR_PAGE = (
     "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
     "<hr><center>nginx</center></body></html>"
@@ -26,7 +29,7 @@ class Fault:
     One fault rule. It hits a share (``rate``) of the requests it matches.
 
     :param action: the action it applies to; None for every action.
-    :param latency: seconds added before the reply: a number, or a ``(low, high)`` range.
+    :param latency: seconds added before the reply (0 to 3600): a number, or a ``(low, high)`` range.
     :param status: reply with this HTTP status instead (e.g. 500, 502, 503, 504).
     :param html: reply with an HTML error page instead (HTTP 502, or ``status`` when given).
     :param invalid_json: reply HTTP 200 with a body that is not JSON instead.
@@ -49,16 +52,43 @@ class Fault:
     hits: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"Fault rate must be between 0 and 1; got {self.rate}")
-        if self.status is not None and not 400 <= self.status <= 599:
-            raise ValueError(f"Fault status must be an HTTP error status (4xx or 5xx); got {self.status}")
-        if isinstance(self.latency, list | tuple) and len(self.latency) != 2:
-            raise ValueError("Fault latency range must be (low, high)")
+        # Checked here, not where a rule is used: a bad rule accepted now would fail every call later.
+        if self.action is not None and not isinstance(self.action, str):
+            raise ValueError(f"Fault action must be an action name or None; got {self.action!r}")
+        if isinstance(self.latency, list | tuple):
+            if len(self.latency) != 2:
+                raise ValueError(f"Fault latency range must be (low, high); got {self.latency!r}")
+            low, high = (_seconds("latency", value) for value in self.latency)
+            if low > high:
+                raise ValueError(f"Fault latency range must have low <= high; got {self.latency!r}")
+        else:
+            _seconds("latency", self.latency)
+        if self.status is not None and not (_is_int(self.status) and 400 <= self.status <= 599):
+            raise ValueError(f"Fault status must be an HTTP error status (4xx or 5xx); got {self.status!r}")
+        for kind in ("html", "invalid_json", "reset", "processed"):
+            if not isinstance(getattr(self, kind), bool):
+                raise ValueError(f"Fault {kind} must be true or false; got {getattr(self, kind)!r}")
+        if not finite_number(self.rate) or not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"Fault rate must be a number between 0 and 1; got {self.rate!r}")
+        if self.times is not None and (not _is_int(self.times) or self.times < 0):
+            raise ValueError(f"Fault times must be a whole number, at least 0, or None; got {self.times!r}")
         if self.processed and not self.fails:
             raise ValueError(
                 "Fault processed=True needs a failure to follow: status, html, invalid_json or reset"
             )
+
+    @classmethod
+    def from_fields(cls, **spec: Any) -> Fault:
+        """
+        A rule from named fields, as ``inject`` and the admin API take them.
+
+        :param spec: the fields; a name that is not a field is a ValueError that names it.
+        """
+        known = [f.name for f in fields(cls) if f.init]
+        unknown = sorted(set(spec) - set(known))
+        if unknown:
+            raise ValueError(f"unknown Fault field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return cls(**spec)
 
     @property
     def fails(self) -> bool:
@@ -119,8 +149,8 @@ class Faults:
         with self._lock:
             if per_second is None:
                 self._limits.pop(action, None)
-            elif per_second <= 0:
-                raise ValueError(f"rate limit must be positive; got {per_second}")
+            elif not finite_number(per_second) or per_second <= 0:
+                raise ValueError(f"rate limit per_second must be a positive number; got {per_second!r}")
             else:
                 self._limits[action] = per_second
             self._buckets.pop(action, None)
@@ -175,6 +205,21 @@ class Faults:
         for scope in scopes:
             self._buckets[scope] = (levels[scope] - 1.0, now)
         return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float, not a bool: NaN and infinities mean no time or rate."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _seconds(name: str, value: Any) -> float:
+    if not finite_number(value) or not 0 <= value <= MAX_LATENCY:
+        raise ValueError(f"Fault {name} must be a number of seconds from 0 to {MAX_LATENCY:g}; got {value!r}")
+    return float(value)
 
 
 def _latency(value: float | tuple[float, float] | list[float], rng: random.Random) -> float:

@@ -167,8 +167,13 @@ def _due(state: State, p: Params) -> float:
     return max(now, moment.timestamp())  # a moment in the past means now
 
 
-def _content(state: State, p: Params) -> dict[str, Any]:
-    """Check and collect what a message carries: text (a block's, for message_id), attachment."""
+def _content(state: State, p: Params, *, block_alone: bool = False) -> dict[str, Any]:
+    """
+    Check and collect what a message carries: text (a block's, for message_id), attachment.
+
+    The vendor requires ``message`` unless a file is sent; ``block_alone`` is for ``broadcast``,
+    the one action documented to take ``message_id`` instead.
+    """
     url, kind = p.get("attachment_url"), p.get("attachment_type")
     if url is not None and kind is None:
         raise fail('Parameter "attachment_type" required with "attachment_url"')
@@ -176,10 +181,15 @@ def _content(state: State, p: Params) -> dict[str, Any]:
         raise fail(
             f'Error in parameter format: "attachment_type" must be one of {", ".join(ATTACHMENT_TYPES)}'
         )
-    if p.get("message") is None and url is None and p.get("message_id") is None:
-        raise fail('Parameter "message" required (or an attachment, or "message_id")')
-    message_id = p.int("message_id")
     text = p.text("message")
+    if text is not None and not text.strip():
+        text = None  # the emulator's choice: blank text is no text, as the hook judges it
+    if text is None and url is None:
+        if not block_alone:
+            raise fail('Parameter "message" required (or an attachment)')
+        if p.get("message_id") is None:
+            raise fail('Parameter "message" required (or an attachment, or "message_id")')
+    message_id = p.int("message_id")
     if message_id is not None:
         block = next((b for b in state.blocks if b["id"] == message_id), None)
         if block is None:
@@ -398,7 +408,7 @@ def broadcast(state: State, p: Params) -> Reply:
     audiences = [n for n in ("list", "clients", "platform_ids") if p.get(n) is not None]
     if len(audiences) != 1:
         raise fail('Give exactly one of "list", "clients", "platform_ids" (with "group_id")')
-    content = _content(state, p)
+    content = _content(state, p, block_alone=True)
     if audiences == ["list"]:
         members = state.lists.get(p.int("list") or 0)
         if members is None:

@@ -810,9 +810,36 @@ def test_scheduled_messages_reach_history_when_due(emu: SalebotEmulator) -> None
 
 def test_message_id_is_a_block_of_the_bot(emu: SalebotEmulator) -> None:
     cid = first_client(emu)
-    assert call(emu, "message", {"client_id": cid, "message_id": 999}).json()["status"] == "fail"
-    call(emu, "message", {"client_id": cid, "message_id": 392})
+    assert call(emu, "broadcast", {"clients": [cid], "message_id": 999}).json()["status"] == "fail"
+    assert call(emu, "broadcast", {"clients": [cid], "message_id": 392}).json()["status"] == "success"
     assert emu.outbox[-1].text == "Скидка 20% до пятницы"
+    assert (
+        call(emu, "message", {"client_id": cid, "message": "hi", "message_id": 999}).json()["status"]
+        == "fail"
+    )
+    assert (
+        call(emu, "message", {"client_id": cid, "message": "hi", "message_id": 392}).json()["status"]
+        == "success"
+    )
+    assert (emu.outbox[-1].text, emu.outbox[-1].message_id) == ("hi", 392)
+
+
+@pytest.mark.parametrize("action", ["message", "whatsapp_message"])
+@pytest.mark.parametrize(
+    "content",
+    [{"message_id": 392}, {"message": ""}, {"message": "  \n"}, {"message": "", "message_id": 392}, {}],
+)
+def test_message_needs_text_or_a_file_as_the_vendor_documents(
+    emu: SalebotEmulator, action: str, content: dict[str, Any]
+) -> None:
+    to = {"client_id": first_client(emu)} if action == "message" else {"phone": "79001234567"}
+    reply = call(emu, action, {**to, **content})
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "fail", "message": 'Parameter "message" required (or an attachment)'}
+    assert emu.outbox == []
+    photo = {"attachment_type": "image", "attachment_url": "https://example.com/a.png"}
+    assert call(emu, action, {**to, **content, **photo}).json()["status"] == "success"
+    assert emu.outbox[-1].attachment == {"type": "image", "url": "https://example.com/a.png"}
 
 
 def test_project_time_zone() -> None:
@@ -821,6 +848,11 @@ def test_project_time_zone() -> None:
         cid = emulator.add_client("5")
         call(emulator, "message", {"client_id": cid, "message": "x", "send_time": "2023-11-15 11:00:00"})
         assert emulator.outbox[0].due_at == 1_700_028_000.0  # 11:00 in Yekaterinburg is 06:00 UTC
+
+
+def test_an_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown time zone 'Europe/Moskva'"):
+        SalebotEmulator(timezone="Europe/Moskva")
 
 
 def test_seeded_clients_do_not_depend_on_the_clock() -> None:
