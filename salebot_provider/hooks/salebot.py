@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import requests
 import tenacity
-import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -46,6 +45,7 @@ from salebot_provider.exceptions import (
     SalebotNotFoundError,
     SalebotValidationError,
 )
+from salebot_provider.hooks.transport import Session, check_proxy, read_whole
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -63,8 +63,6 @@ else:
 MAX_RETRY_WAIT = 300.0
 #: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
 TEST_TIMEOUT = 10.0
-#: Bytes read from the socket at a time while a reply comes in.
-_READ_SIZE = 65536
 #: How often long work logs its progress, in seconds.
 PROGRESS_EVERY = 10.0
 _LOGGERS_TO_REDACT = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
@@ -176,81 +174,6 @@ _NOT_SENT = (
 )
 
 
-class _Session(requests.Session):
-    """A session that never follows a redirect, nor even reads a redirect's body to prepare one."""
-
-    def get_redirect_target(self, resp: requests.Response) -> None:
-        """Say there is nowhere to go: a 3xx is then judged as a failure like any other reply."""
-        return None
-
-
-def _check_proxy(scheme: str, proxy: str) -> None:
-    """Refuse a proxy URL requests could not use, as a configuration error rather than a retried failure."""
-    try:
-        parsed = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")
-        ok = bool(parsed.host) and parsed.scheme in (
-            "http",
-            "https",
-            "socks4",
-            "socks4a",
-            "socks5",
-            "socks5h",
-        )
-    except (ValueError, urllib3.exceptions.LocationParseError):
-        ok = False
-    if not ok:
-        raise SalebotValidationError(
-            f"Salebot: the proxy setting for {scheme} (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is malformed: "
-            f"{_shown_proxy(proxy)}; give a URL such as http://proxy.example.com:3128"
-        )
-
-
-def _shown_proxy(proxy: str) -> str:
-    # A proxy URL may carry a password: show only its shape.
-    return repr(proxy.split("@")[-1][:60])
-
-
-def _read_whole(response: requests.Response, deadline: float) -> bytes:
-    """
-    Read a streamed reply to the end by ``deadline``, however slowly it trickles in.
-
-    Each socket read waits at most the time left, so the deadline bounds the whole body, not each
-    read. The connection goes back to the pool only when the body was read whole.
-
-    :raises requests.exceptions.ReadTimeout: when the deadline passes first.
-    :raises requests.exceptions.ChunkedEncodingError: when the reply breaks off.
-    :raises requests.exceptions.ContentDecodingError: when its Content-Encoding cannot be decoded.
-    """
-    raw = response.raw
-    body = bytearray()
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            connection = raw.connection
-            if left <= 0:
-                raise requests.exceptions.ReadTimeout("the whole reply did not arrive in time")
-            if connection is not None and connection.sock is not None:
-                connection.sock.settimeout(left)
-            chunk = raw.read1(_READ_SIZE, decode_content=True)
-            if not chunk:
-                break
-            body += chunk
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raw.close()
-        raise requests.exceptions.ReadTimeout(str(exc)) from None
-    except urllib3.exceptions.DecodeError as exc:
-        raw.close()
-        raise requests.exceptions.ContentDecodingError(str(exc)) from None
-    except (urllib3.exceptions.ProtocolError, OSError) as exc:
-        raw.close()
-        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
-    except BaseException:
-        raw.close()
-        raise
-    raw.release_conn()
-    return bytes(body)
-
-
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     """True when the connection did not open, so the request cannot have been sent."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -357,10 +280,10 @@ class SalebotHook(BaseHook):
         """
         _install_log_redaction()
         settings = self.settings
-        session = _Session()
+        session = Session()
         environment = session.merge_environment_settings(settings.base_url, {}, None, settings.verify, None)
         for scheme, proxy in environment["proxies"].items():
-            _check_proxy(scheme, proxy)
+            check_proxy(scheme, proxy)
         verify = environment["verify"]
         if isinstance(verify, str) and not os.path.exists(verify):
             raise SalebotValidationError(
@@ -566,7 +489,7 @@ class SalebotHook(BaseHook):
                 allow_redirects=False,
                 stream=True,
             )
-            content = _read_whole(response, started + timeout)
+            content = read_whole(response, started + timeout)
         except requests.exceptions.ContentDecodingError:
             failure = SalebotAPIError(
                 f"Salebot {request.action} failed ({request.display_path}): HTTP {response.status_code}, "

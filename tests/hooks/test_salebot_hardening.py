@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,32 @@ def test_timeout_bounds_the_whole_reply_of_a_trickling_server(
     assert time.monotonic() - started < 10
     assert info.value.in_doubt is True
     assert "not retried so that nobody gets it twice" in str(info.value)
+
+
+def test_timeout_bounds_headers_that_trickle(salebot_conn: Any) -> None:
+    # A server that sends its status line and headers a byte every 0.1 s: 20 s in all.
+    listener = socket.create_server(("127.0.0.1", 0))
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"x" * 180 + b"\r\n\r\n"
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in head:
+                time.sleep(0.1)
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    salebot_conn(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(SalebotConnectionError, match="no whole reply within 1s") as info:
+        SalebotHook().message(1, message="hi")
+    assert time.monotonic() - started < 10
+    assert info.value.in_doubt is True
+    listener.close()
 
 
 def test_a_whole_reply_read_in_pieces_keeps_the_connection(server: ScriptedServer) -> None:
@@ -266,7 +293,7 @@ def test_threads_making_the_first_calls_together_share_one_session_and_limiter(
 ) -> None:
     salebot_conn(server.base_url, rate_limit=1000)
     made: list[requests.Session] = []
-    real = hook_module._Session
+    real = hook_module.Session
 
     def slow_session() -> requests.Session:
         time.sleep(0.05)  # widen the window in which a lock-free lazy attribute is built twice
@@ -274,7 +301,7 @@ def test_threads_making_the_first_calls_together_share_one_session_and_limiter(
         made.append(session)
         return session
 
-    monkeypatch.setattr(hook_module, "_Session", slow_session)
+    monkeypatch.setattr(hook_module, "Session", slow_session)
     hook = SalebotHook()
     barrier = threading.Barrier(8)
     seen: list[tuple[int, int]] = []
