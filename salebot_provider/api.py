@@ -330,7 +330,7 @@ def _check_keys(action: str, name: str, value: Any, start: int = 0) -> Any:
 def _check_names(action: str, name: str, value: Any, start: int = 0) -> Any:
     items = _as_list(action, name, value)
     for i, item in enumerate(items, start):
-        if not isinstance(item, str) or not item:
+        if not isinstance(item, str) or not item.strip():
             raise _fail(
                 action, f"parameter '{name}[{i}]' must be a variable name (a string); got {_shown(item)}"
             )
@@ -343,7 +343,7 @@ def _check_mapping(action: str, name: str, value: Any) -> Any:
     if not value:
         raise _fail(action, f"parameter '{name}' must not be empty")
     for key in value:
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key.strip():
             raise _fail(action, f"parameter '{name}' has a key that is not a non-empty string: {_shown(key)}")
     return _check_value(action, name, value)
 
@@ -517,7 +517,7 @@ _ATTACHMENT = (
 )
 _MESSAGE_RULES: tuple[Rule, ...] = (_text_or_file, _attachment, _schedule)
 _CLIENT_ID = Param("client_id", "id", required=True, doc="the client's id in Salebot")
-_ORDER_ID = Param("order_id", "id", doc="the deal; the client's current deal when omitted")
+_ORDER_ID = Param("order_id", "id", doc="the deal; the hook looks up the current deal when omitted")
 _VAR_VAL = (
     Param("var", "text", required=True, doc="variable name"),
     Param("val", "scalar", required=True, doc="variable value"),
@@ -969,7 +969,7 @@ def validate(
     dates become ``dd.mm.yyyy``. A datetime ``send_time`` is kept for :func:`build_request`.
 
     :param action: the action or its name.
-    :param params: the parameters by their API names.
+    :param params: the parameters by their API names (the hook's Python names, e.g. ``list_id``, too).
     :param extra: additional body fields of the callback family (saved as client variables).
     :param omit: a required parameter to leave out of the check (the list a chunked helper fills in).
     :param first_index: the index of the first item of a chunk, so errors name the item's place in
@@ -1091,7 +1091,7 @@ def build_request(
     Validate the parameters and build the request for a known action.
 
     :param action: the action or its name.
-    :param params: the parameters by their API names.
+    :param params: the parameters by their API names (or the hook's, e.g. ``list_id``).
     :param extra: additional body fields of the callback family.
     :param method: overrides the table's method (the vendor accepts both for some actions).
     :param timezone: the zone an aware ``send_time`` is converted to, or a function giving it (called
@@ -1188,8 +1188,9 @@ def redact(text: str, secret: str | None = None) -> str:
 
 
 def _excerpt(body: bytes, secret: str | None) -> str:
-    # Redact before cutting, so that no part of a key at the cut survives.
-    text = redact(body[:4000].decode("utf-8", "replace"), secret)
+    # The whole body is redacted and folded before it is cut: a cut made first could leave part of
+    # a key at the cut, and white space folded after a cut could pull a key's start into view.
+    text = redact(body.decode("utf-8", "replace"), secret)
     return " ".join(text.split())[:200]
 
 
@@ -1363,7 +1364,7 @@ def reply_field(action: str, reply: Any, name: str) -> Any:
     if not isinstance(reply, dict):
         raise SalebotAPIError(
             f"Salebot {action} replied with a JSON {type(reply).__name__} where an object with "
-            f"{name!r} was expected: {_shown(reply)}",
+            f"{name!r} was expected",
             action=action,
         )
     return reply.get(name)
@@ -1426,18 +1427,26 @@ def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
     return None if value in (None, "") else value
 
 
-def _extra_number(extra: Mapping[str, Any], name: str, default: Any, *, integer: bool = False) -> Any:
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _extra_number(
+    extra: Mapping[str, Any], name: str, default: Any, *, integer: bool = False, maximum: float = 86400
+) -> Any:
     value = _extra_value(extra, name)
     if value is None:
         return default
-    try:
-        number = (int if integer else float)(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or isinstance(value, bool) or not math.isfinite(number) or number < 0:
+    text = value.strip() if isinstance(value, str) else None
+    number: float | None = None
+    if text is not None and (_DIGITS.fullmatch(text) if integer else _DECIMAL.fullmatch(text)):
+        number = int(text) if integer else float(text)
+    elif _is_int(value) or (not integer and _is_number(value) and _finite(value)):
+        number = int(value) if _is_int(value) else float(value)
+    if number is None or not 0 <= number <= maximum:
         kind = "a whole number" if integer else "a number"
         raise SalebotValidationError(
-            f"Salebot connection extra '{name}' must be {kind} >= 0; got {_shown(value)}"
+            f"Salebot connection extra '{name}' must be {kind} from 0 to {maximum:g} "
+            f"(plain ASCII digits); got {_shown(value)}"
         )
     return number
 
@@ -1562,7 +1571,7 @@ def settings_from_connection(
         base_url=base_url_of(host, port, schema),
         api_key=key,
         timeout=timeout,
-        max_retries=_extra_number(extra, "max_retries", 3, integer=True),
+        max_retries=_extra_number(extra, "max_retries", 3, integer=True, maximum=100),
         backoff_factor=_extra_number(extra, "backoff_factor", 1.0),
         rate_limit=rate or None,
         verify=_extra_verify(extra),

@@ -369,6 +369,14 @@ def test_missing_key_is_refused() -> None:
         ({"rate_limit": -3}, "rate_limit"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"verify": 3}, "verify"),
+        ({"max_retries": 1e400}, "max_retries"),
+        ({"timeout": 10**400}, "timeout"),
+        ({"timeout": "1e400"}, "timeout"),
+        ({"max_retries": "٣"}, "max_retries"),
+        ({"max_retries": 2.7}, "max_retries"),
+        ({"max_retries": True}, "max_retries"),
+        ({"max_retries": 10**6}, "max_retries"),
+        ({"timeout": float("nan")}, "timeout"),
     ],
 )
 def test_bad_extras_are_named(extra: dict[str, object], name: str) -> None:
@@ -730,3 +738,25 @@ def test_audience_names_who_a_send_is_for_without_contact_details() -> None:
     assert api.audience_of([{"platform_id": 1}] * 4) == "4 items"
     assert api.audience_of({"phone": "79875146788"}) == "phone ending 6788"
     assert api.audience_of({"email": "ann@example.com"}) == "email at example.com"
+
+
+def test_an_excerpt_never_shows_part_of_a_key_behind_white_space() -> None:
+    body = b" " * 3980 + KEY.encode() + b" tail"
+    with pytest.raises(SalebotAPIError) as info:
+        api.parse_reply("message", 400, body, secret=KEY)
+    text = str(info.value) + info.value.excerpt
+    assert KEY[:10] not in text
+    assert "*** tail" in info.value.excerpt
+
+
+def test_a_reply_of_the_wrong_shape_is_not_shown() -> None:
+    with pytest.raises(SalebotAPIError) as info:
+        api.reply_field("get_history", [f"invalid key {KEY}"], "result")
+    assert KEY not in str(info.value)
+
+
+def test_variable_names_and_keys_may_not_be_blank() -> None:
+    with pytest.raises(SalebotValidationError, match=r"'variables\[0\]' must be a variable name"):
+        api.validate("get_order_vars", {"client_id": 1, "order_id": 2, "variables": ["  "]})
+    with pytest.raises(SalebotValidationError, match="not a non-empty string"):
+        api.validate("save_variables", {"client_id": 1, "variables": {" ": 1}})

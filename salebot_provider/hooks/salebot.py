@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -59,6 +62,7 @@ else:
         except ImportError:  # Airflow 3.0
             from airflow.sdk.execution_time.secrets_masker import mask_secret
 
+_DEAL_ID = re.compile(r"[0-9]+")
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
 #: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
@@ -166,12 +170,35 @@ class ChunkResult:
 
 #: requests errors raised before anything goes on the wire.
 _NOT_SENT = (
+    # A TLS failure comes in the handshake, before the request is written.
+    requests.exceptions.SSLError,
     requests.exceptions.InvalidURL,
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidSchema,
     requests.exceptions.InvalidHeader,
     requests.exceptions.URLRequired,
 )
+
+
+def _check_ca_bundle(path: str, source: str) -> None:
+    """Refuse a CA bundle that is not there or holds no certificates, naming where it was set."""
+    try:
+        if os.path.isdir(path):
+            ssl.create_default_context(capath=path)
+        else:
+            ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = "does not exist" if not os.path.exists(path) else f"cannot be used ({type(exc).__name__})"
+        raise SalebotValidationError(
+            f"Salebot: the CA bundle {path!r} from {source} {reason}; give a PEM file (or folder) of CA "
+            "certificates, or true / false"
+        ) from None
+
+
+def _client_key(client: Any) -> Any:
+    """A client's id as a set member: an id of an unexpected type (a list, a dict) is its JSON text."""
+    key = client.get("id") if isinstance(client, dict) else None
+    return key if isinstance(key, int | str | None) else json.dumps(key, sort_keys=True, default=str)
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
@@ -285,10 +312,12 @@ class SalebotHook(BaseHook):
         for scheme, proxy in environment["proxies"].items():
             check_proxy(scheme, proxy)
         verify = environment["verify"]
-        if isinstance(verify, str) and not os.path.exists(verify):
-            raise SalebotValidationError(
-                f"Salebot: the CA bundle {verify!r} (from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE) does not "
-                "exist; fix the variable or the connection's 'verify' extra"
+        if isinstance(verify, str):
+            _check_ca_bundle(
+                verify,
+                "the connection's 'verify' extra"
+                if isinstance(settings.verify, str)
+                else "REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE",
             )
         session.trust_env = False
         session.proxies.update(environment["proxies"])
@@ -584,14 +613,14 @@ class SalebotHook(BaseHook):
                     action="get_clients",
                 )
             # A client added or removed while paging shifts the pages: drop the repeats it causes.
-            fresh = [c for c in page if not isinstance(c, dict) or c.get("id") not in seen]
+            fresh = [c for c in page if not isinstance(c, dict) or _client_key(c) not in seen]
             if page and not fresh:
                 raise SalebotAPIError(
                     f"Salebot get_clients returned only clients already seen at offset {offset}: "
                     "the service seems to ignore 'offset'",
                     action="get_clients",
                 )
-            seen.update(c.get("id") for c in fresh if isinstance(c, dict))
+            seen.update(_client_key(c) for c in fresh if isinstance(c, dict))
             yield from fresh
             progress.add(len(fresh))
             if len(page) < page_size:
@@ -1558,6 +1587,12 @@ class SalebotHook(BaseHook):
         if order_id is None:
             raise SalebotNotFoundError(
                 f"Salebot get_current_order_id: client {client_id} has no current deal; give 'order_id'",
+                action="get_current_order_id",
+            )
+        if not (isinstance(order_id, int | str) and _DEAL_ID.fullmatch(str(order_id))):
+            raise SalebotAPIError(
+                f"Salebot get_current_order_id replied with an order_id that is not an id: "
+                f"a JSON {type(order_id).__name__}",
                 action="get_current_order_id",
             )
         return {**params, "order_id": order_id}

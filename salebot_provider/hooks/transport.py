@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
@@ -34,6 +35,11 @@ class _Watchdog:
     """
 
     def __init__(self) -> None:
+        self._start()
+        # A forked child (a Celery or local-executor worker) has no copy of the thread: start afresh.
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._armed: dict[int, Callable[[], None]] = {}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import requests
 
 from salebot_provider import api
 from salebot_provider.exceptions import (
@@ -25,7 +28,6 @@ from tests.conftest import API_KEY, Reply, ScriptedServer, url
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import requests
     import requests_mock as rm
 
 # ------------------------------------------------------------------------------------- hostile replies
@@ -95,13 +97,12 @@ def test_timeout_bounds_the_whole_reply_of_a_trickling_server(
     assert "not retried so that nobody gets it twice" in str(info.value)
 
 
-def test_timeout_bounds_headers_that_trickle(salebot_conn: Any) -> None:
-    # A server that sends its status line and headers a byte every 0.1 s: 20 s in all.
+def _trickling_headers_server(connections: int = 1) -> socket.socket:
+    """A server that sends its status line and headers a byte every 0.1 s: 20 s in all."""
     listener = socket.create_server(("127.0.0.1", 0))
     head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"x" * 180 + b"\r\n\r\n"
 
-    def serve() -> None:
-        conn, _ = listener.accept()
+    def serve(conn: socket.socket) -> None:
         with conn:
             conn.recv(65536)
             for byte in head:
@@ -111,7 +112,17 @@ def test_timeout_bounds_headers_that_trickle(salebot_conn: Any) -> None:
                 except OSError:
                     return
 
-    threading.Thread(target=serve, daemon=True).start()
+    def accept() -> None:
+        for _ in range(connections):
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+def test_timeout_bounds_headers_that_trickle(salebot_conn: Any) -> None:
+    listener = _trickling_headers_server()
     salebot_conn(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1, max_retries=0)
     started = time.monotonic()
     with pytest.raises(SalebotConnectionError, match="no whole reply within 1s") as info:
@@ -119,6 +130,24 @@ def test_timeout_bounds_headers_that_trickle(salebot_conn: Any) -> None:
     assert time.monotonic() - started < 10
     assert info.value.in_doubt is True
     listener.close()
+
+
+def test_the_headers_deadline_holds_in_a_forked_worker(salebot_conn: Any) -> None:
+    listener = _trickling_headers_server(connections=2)
+    salebot_conn(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1, max_retries=0)
+    with pytest.raises(SalebotConnectionError):
+        SalebotHook().get_messages()  # the deadline thread now runs in this process
+    pid = os.fork()
+    if pid == 0:  # the child: a worker forked from a process that had used the hook
+        started = time.monotonic()
+        try:
+            SalebotHook().get_messages()
+        except SalebotConnectionError:
+            os._exit(0 if time.monotonic() - started < 10 else 1)
+        os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    listener.close()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_whole_reply_read_in_pieces_keeps_the_connection(server: ScriptedServer) -> None:
@@ -319,6 +348,10 @@ def test_threads_making_the_first_calls_together_share_one_session_and_limiter(
     assert len(made) == 1
     assert len(set(seen)) == 1
     assert len(seen) == 8
+    # On Python 3.11 functools.cached_property still locks, so the race above cannot show there;
+    # since 3.12 it does not, so the lazy attributes must not rest on it.
+    for name in ("settings", "session", "_limiter", "_backoff"):
+        assert not isinstance(SalebotHook.__dict__[name], functools.cached_property), name
 
 
 # ------------------------------------------------------------------------------------- a user's first hour
@@ -452,3 +485,39 @@ def test_bad_input_to_an_order_method_is_refused_before_the_lookup(
 
 def test_in_doubt_note_is_the_one_the_hook_uses() -> None:
     assert api.IN_DOUBT_NOTE == "It may have been processed; not retried so that nobody gets it twice."
+
+
+def test_a_ca_bundle_that_holds_no_certificates_names_the_extra(
+    server: ScriptedServer, salebot_conn: Any, tmp_path: Any
+) -> None:
+    bundle = tmp_path / "not-a-ca.pem"
+    bundle.write_text("this is not a certificate")
+    salebot_conn(server.base_url, verify=str(bundle))
+    with pytest.raises(SalebotValidationError, match=r"from the connection's 'verify' extra cannot be used"):
+        SalebotHook().get_messages()
+    assert server.seen == []
+
+
+def test_a_tls_failure_is_not_in_doubt(hook: SalebotHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.post(url("message"), exc=requests.exceptions.SSLError("certificate verify failed"))
+    with pytest.raises(SalebotConnectionError, match="nothing was sent") as info:
+        hook.message(1, message="hi")
+    assert info.value.in_doubt is False
+
+
+def test_clients_whose_ids_are_of_an_odd_type_are_still_paged(
+    hook: SalebotHook, requests_mock: rm.Mocker
+) -> None:
+    page = {"status": "success", "clients": [{"id": [1, 2]}, {"id": {"a": 1}}, {"id": 3}]}
+    requests_mock.get(url("get_clients"), json=page)
+    assert list(hook.iter_clients(page_size=5)) == page["clients"]
+
+
+@pytest.mark.parametrize("order_id", [[1], {"id": 1}, "12a", True, -5])
+def test_a_current_deal_id_that_is_not_an_id_is_an_api_error(
+    hook: SalebotHook, requests_mock: rm.Mocker, order_id: object
+) -> None:
+    requests_mock.get(url("get_current_order_id"), json={"status": "success", "order_id": order_id})
+    with pytest.raises(SalebotAPIError, match="order_id that is not an id"):
+        hook.set_order_vars(7, {"a": 1})
+    assert requests_mock.call_count == 1
