@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import logging
+import math
 import re
 import secrets
 import socket
@@ -21,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from salebot_provider.api import ACTIONS, DEFAULT_TIMEZONE, PERMISSIONS
 from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults, finite_number
 from salebot_provider.testing.handlers import HANDLERS, Fail, Params, Reply
-from salebot_provider.testing.state import AutoAdvance, Client, Deal, OutboxItem, State
+from salebot_provider.testing.state import MAX_TIME, AutoAdvance, Client, Deal, OutboxItem, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -44,6 +46,12 @@ MAX_BODY = 32 * 1024 * 1024
 #: The deepest nesting of a JSON body: Salebot's parameters are a few levels deep, and a value
 #: nested near Python's recursion limit would break copying the state and the request log later.
 MAX_DEPTH = 64
+#: The largest id the admin API takes (a client, a deal, a list): ids are 64-bit numbers.
+MAX_ID = 2**63 - 1
+#: The shortest period of ``auto_advance``, in seconds: shorter ones only make a busy loop.
+MIN_PERIOD = 0.001
+#: The reply instead of one that would hold NaN or infinity, which JSON does not have.
+_NAN_REPLY = b'{"status": "error", "message": "emulator error: the reply would hold NaN or infinity"}'
 _log = logging.getLogger(__name__)
 
 
@@ -80,6 +88,34 @@ class _BadBody(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _DeadlineReader(io.RawIOBase):
+    """
+    The reading side of a connection, where reading one whole request has a deadline.
+
+    A socket timeout bounds each read only: a client sending a byte a second would never meet it.
+    So before each read the timeout is set to what is left of the request's time.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        super().__init__()
+        self.sock, self.timeout = sock, timeout
+        self.deadline = time.monotonic() + timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive whole within read_timeout")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            # Writing the reply has the full timeout again.
+            self.sock.settimeout(self.timeout)
 
 
 class _Server(ThreadingHTTPServer):
@@ -125,9 +161,11 @@ class SalebotEmulator:
     :param api_key: the default key (every permission); a random one when None.
     :param clock: the time source, seconds since the epoch; tests may pass a fake one.
     :param timezone: the project's time zone (``send_time`` and history dates are read in it).
-    :param read_timeout: seconds a connection may stay silent (mid-request, or idle between
-        requests) before the emulator closes it, so that a slow or stuck client cannot hold a
-        server thread for good.
+    :param read_timeout: seconds a whole request (request line, headers and body) may take to
+        arrive, counted from when the emulator starts waiting for it (the connection opened, or
+        the previous reply sent); past it the emulator closes the connection (HTTP 400 first when
+        only the body is missing), so that a slow, stuck or trickling client cannot hold a server
+        thread for good.
     :raises ValueError: for an unknown time zone.
     """
 
@@ -287,6 +325,9 @@ class SalebotEmulator:
         :param variables: profile variables.
         :return: the client's id.
         """
+        _whole("client_type", client_type)
+        if variables is not None and not isinstance(variables, dict):
+            raise ValueError(f"variables must be an object of names and values; got {variables!r:.40}")
         with self.state.lock:
             client = self.state.add_client(
                 str(platform_id), client_type, group, name=name, tag=tag, variables=dict(variables or {})
@@ -297,15 +338,20 @@ class SalebotEmulator:
         """
         Make a client list (Salebot's lists are made in its UI), optionally with members.
 
-        :param list_id: the list's id; the next free one when None.
+        :param list_id: the list's id (1 to 2**63 - 1); the next free one when None.
         :param clients: client ids to put in it.
         :return: the list's id.
+        :raises ValueError: for an id that is not a whole number in that range.
         """
+        if list_id is not None:
+            _whole("list_id", list_id, 1)
+        if isinstance(clients, str | bytes | dict):
+            raise ValueError(f"clients must be a list of client ids; got {clients!r:.40}")
+        ids = [_whole("a client id in clients", client_id, 1) for client_id in clients]
         with self.state.lock:
             new_id = list_id if list_id is not None else max(self.state.lists, default=1170281) + 1
             members = self.state.lists.setdefault(new_id, {})
-            for client_id in clients:
-                members[int(client_id)] = None
+            members.update(dict.fromkeys(ids))
             return new_id
 
     def add_message(self, client_id: int, text: str) -> None:
@@ -353,10 +399,12 @@ class SalebotEmulator:
         A won or lost deal stays where it is.
 
         :param order_id: the deal.
-        :param every: seconds between moves.
+        :param every: seconds between moves, at least :data:`MIN_PERIOD`.
         """
-        if not finite_number(every) or every <= 0:
-            raise ValueError(f"auto_advance: 'every' must be a number of seconds more than 0; got {every!r}")
+        if not finite_number(every) or every < MIN_PERIOD:
+            raise ValueError(
+                f"auto_advance: 'every' must be a number of seconds, at least {MIN_PERIOD}; got {every!r:.40}"
+            )
         with self.state.lock:
             if order_id not in self.state.deals:
                 raise KeyError(f"no deal {order_id}")
@@ -366,11 +414,18 @@ class SalebotEmulator:
         """
         Move the emulator's time forward: scheduled sends fall due, deals move, rate limits refill.
 
-        :param seconds: how far, at least 0.
+        :param seconds: how far, at least 0; the emulator's time may not pass the year 9000
+            (:data:`~salebot_provider.testing.state.MAX_TIME`).
         """
         if not finite_number(seconds) or seconds < 0:
-            raise ValueError(f"advance: time moves forward by a number of seconds (>= 0); got {seconds!r}")
+            raise ValueError(
+                f"advance: time moves forward by a number of seconds (>= 0); got {seconds!r:.40}"
+            )
         with self.state.lock:
+            if self._now() + seconds > MAX_TIME:
+                raise ValueError(
+                    f"advance: {seconds:g} seconds would take the emulator's time past the year 9000"
+                )
             self._offset += seconds
 
     def reset(self) -> None:
@@ -431,11 +486,12 @@ class SalebotEmulator:
             time.sleep(decision.latency)
         known = key in self.state.keys
         body: Any = None
+        unreadable = None
         status, reply = 0, None
         try:
             body = _decode_json(raw, None)
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        except ValueError as exc:
+            body, unreadable = raw.decode("utf-8", "replace"), str(exc)
         try:
             failure = decision.failure
             if decision.retry_after is not None:
@@ -443,7 +499,7 @@ class SalebotEmulator:
             elif failure is not None and not failure.processed:
                 status, reply = _failure_reply(failure)
             else:
-                status, reply = self._serve(method, key, action, query, body, raw)
+                status, reply = self._serve(method, key, action, query, body, unreadable)
                 if failure is not None:
                     status, reply = _failure_reply(failure)
             return decision, (status, reply)
@@ -452,7 +508,7 @@ class SalebotEmulator:
                 self._records.append(RequestRecord(action, method, dict(query), body, status, arrived, known))
 
     def _serve(
-        self, method: str, key: str, action: str, query: dict[str, str], body: Any, raw: bytes
+        self, method: str, key: str, action: str, query: dict[str, str], body: Any, unreadable: str | None
     ) -> Reply:
         permissions = self.state.keys.get(key)
         if permissions is None:
@@ -466,8 +522,8 @@ class SalebotEmulator:
             return 405, {"status": "error", "message": f"{action} answers {' or '.join(sorted(allowed))}"}
         if spec.permission not in permissions:
             return 403, {"status": "error", "message": "WRONG_ACTION"}
-        if method == "POST" and raw.strip() and isinstance(body, str):
-            return 400, {"status": "fail", "message": "Error in parameter format"}
+        if method == "POST" and unreadable is not None:
+            return 400, {"status": "fail", "message": f"Error in parameter format: {unreadable}"}
         data = dict(query)
         if isinstance(body, dict):
             data.update(body)
@@ -498,7 +554,7 @@ class SalebotEmulator:
             return self._admin(method, parts, body)
         except (_NotFound, KeyError) as exc:
             return 404, {"error": f"not found: {exc}"}
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             return 400, {"error": str(exc)}
 
     def _admin(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply:
@@ -511,7 +567,7 @@ class SalebotEmulator:
         if route == ("GET", "outbox", 1):
             return 200, [item.as_dict() for item in self.outbox]
         if route == ("GET", "clients", 2):
-            client = self.client(int(parts[1]))
+            client = self.client(_path_id(parts[1]))
             with self.state.lock:
                 self.state.tick()
                 deals = [asdict(d) for d in self.state.client_deals(client.id)]
@@ -519,13 +575,13 @@ class SalebotEmulator:
         if route == ("POST", "clients", 1):
             return 200, {"id": self.add_client(**body)}
         if route == ("POST", "clients", 3) and parts[2] == "messages":
-            self.add_message(int(parts[1]), str(body["text"]))
+            self.add_message(_path_id(parts[1]), str(body["text"]))
             return 200, {"added": True}
         if route == ("GET", "deals", 2):
-            return 200, asdict(self.deal(int(parts[1])))
+            return 200, asdict(self.deal(_path_id(parts[1])))
         if route == ("POST", "deals", 3) and parts[2] == "auto_advance":
-            self.auto_advance(int(parts[1]), body["every"])
-            return 200, {"auto_advance": int(parts[1])}
+            self.auto_advance(_path_id(parts[1]), body["every"])
+            return 200, {"auto_advance": _path_id(parts[1])}
         if route == ("POST", "lists", 1):
             return 200, {"list_id": self.add_list(body.get("list_id"), body.get("clients", ()))}
         if route == ("POST", "reset", 1):
@@ -544,7 +600,10 @@ class SalebotEmulator:
         if route == ("POST", "keys", 1):
             return 200, {"key": self.add_key(body.get("permissions", []))}
         if route == ("POST", "seed", 1):
-            ids = self.seed_clients(int(body.get("clients", 0)), body.get("seed"))
+            seed = body.get("seed")
+            if seed is not None:
+                _whole("seed", seed, -MAX_ID)
+            ids = self.seed_clients(body.get("clients", 0), seed)
             return 200, {"seeded": len(ids)}
         if route == ("POST", "clock", 1):
             self.advance(body.get("advance", 0))
@@ -567,7 +626,9 @@ def _decode_json(raw: bytes, empty: Any) -> Any:
     """
     The JSON in a request body (``empty`` for none).
 
-    :raises ValueError: when it is not JSON, or nested deeper than :data:`MAX_DEPTH`.
+    :raises ValueError: when it is not JSON, is nested deeper than :data:`MAX_DEPTH`, or holds
+        ``NaN``, ``Infinity`` or a number too large for a float (``1e400``): Python's json reads
+        them, but they are not JSON (RFC 8259), and a reply that held one would not be either.
     """
     if not raw.strip():
         return empty
@@ -575,16 +636,40 @@ def _decode_json(raw: bytes, empty: Any) -> Any:
         value = json.loads(raw)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-    stack = [(value, 1)]
+    # Each value goes with where it sits at the top (a parameter, or an item of an array body),
+    # so that the error names the parameter that holds a bad number.
+    stack: list[tuple[Any, int, str]]
+    if isinstance(value, dict):
+        stack = [(child, 2, f'"{name[:40]}"') for name, child in value.items()]
+    elif isinstance(value, list):
+        stack = [(child, 2, f"item {index}") for index, child in enumerate(value)]
+    else:
+        stack = [(value, 1, "the body")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where} holds NaN, Infinity or a number too large, which JSON does not have")
         if isinstance(item, dict):
             item = list(item.values())
         if isinstance(item, list):
             if depth > MAX_DEPTH:
                 raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend((child, depth + 1, where) for child in item)
     return value
+
+
+def _whole(name: str, value: Any, low: int = 0, high: int = MAX_ID) -> int:
+    """``value`` if it is a whole number (not a bool or a float) from ``low`` to ``high``, else ValueError."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r:.40}")
+    return value
+
+
+def _path_id(text: str) -> int:
+    """An id from an admin path: ASCII digits only (``int`` would take ``٤٢``, ``1_000`` and spaces)."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > MAX_ID:
+        raise ValueError(f"an id in the path must be a whole number from 0 to {MAX_ID}; got {text[:40]!r}")
+    return int(text)
 
 
 def _known_action(action: str | None) -> None:
@@ -607,15 +692,23 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "SalebotEmulator"
         disable_nagle_algorithm = True
-        # StreamRequestHandler sets it on the socket: each read or write waits at most this long,
-        # and http.server closes a connection whose request line or headers time out.
+        # StreamRequestHandler sets it on the socket, so each write of a reply waits at most this
+        # long; reading is bounded per request by the _DeadlineReader, and http.server closes a
+        # connection whose request line or headers time out.
         timeout = emulator.read_timeout
         server: _Server
 
         def setup(self) -> None:
             super().setup()
+            self.rfile.close()
+            self.reader = _DeadlineReader(self.connection, emulator.read_timeout)
+            self.rfile = io.BufferedReader(self.reader)
             with self.server.sockets_lock:
                 self.server.open_sockets.add(self.connection)
+
+        def handle_one_request(self) -> None:
+            self.reader.deadline = time.monotonic() + emulator.read_timeout
+            super().handle_one_request()
 
         def finish(self) -> None:
             with self.server.sockets_lock:
@@ -663,13 +756,10 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
         def _route(self, path: str, query_string: str, raw: bytes) -> int:
             """Answer the request; the HTTP status answered, 0 for a reset connection."""
             if path.startswith("/_emulator/"):
-                status, reply = emulator.handle_admin(self.command, path, raw)
-                self._send(status, reply)
-                return status
+                return self._send(*emulator.handle_admin(self.command, path, raw))
             match = _API_PATH.match(path)
             if match is None:
-                self._send(404, {"status": "error", "message": "Not found"})
-                return 404
+                return self._send(404, {"status": "error", "message": "Not found"})
             query = dict(parse_qsl(query_string, keep_blank_values=True))
             key, action = unquote(match[1]), match[2]
             decision, (status, body) = emulator.handle_api(self.command, key, action, query, raw)
@@ -679,14 +769,19 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
             headers = (
                 {"Retry-After": str(decision.retry_after)} if status == 429 and decision.retry_after else {}
             )
-            self._send(status, body, headers)
-            return status
+            return self._send(status, body, headers)
 
-        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> int:
+            """Send a reply; the HTTP status sent."""
             if isinstance(body, bytes):
                 data, kind = body, "text/html" if body.startswith(b"<") else "application/json"
             else:
-                data, kind = json.dumps(body, ensure_ascii=False).encode(), "application/json"
+                kind = "application/json"
+                try:
+                    data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+                except ValueError:
+                    # Requests holding NaN or infinity are refused: only state set from Python can.
+                    status, data = 500, _NAN_REPLY
             self.send_response(status)
             self.send_header("Content-Type", f"{kind}; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
@@ -694,6 +789,7 @@ def _handler_for(emulator: SalebotEmulator) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+            return status
 
         do_GET = do_POST = do_DELETE = _answer
 

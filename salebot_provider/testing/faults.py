@@ -17,6 +17,8 @@ _KINDS = ("reset", "status", "html", "invalid_json")
 #: The longest latency a rule may add, in seconds: longer than any client timeout worth testing,
 #: and short enough that a forgotten rule does not hold a server thread for good.
 MAX_LATENCY = 3600.0
+#: The longest ``Retry-After`` given, in seconds (a year): a tiny rate would otherwise ask for forever.
+MAX_RETRY_AFTER = 365 * 24 * 3600
 HTML_ERROR_PAGE = (
     "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
     "<hr><center>nginx</center></body></html>"
@@ -201,7 +203,8 @@ class Faults:
         if short:
             for scope in scopes:
                 self._buckets[scope] = (levels[scope], now)
-            return max(1, math.ceil(max(short)))
+            # A rate near zero would make the wait infinite, which no header can say.
+            return max(1, math.ceil(min(max(short), MAX_RETRY_AFTER)))
         for scope in scopes:
             self._buckets[scope] = (levels[scope] - 1.0, now)
         return None
@@ -212,8 +215,20 @@ def _is_int(value: Any) -> bool:
 
 
 def finite_number(value: Any) -> bool:
-    """Whether ``value`` is a finite int or float, not a bool: NaN and infinities mean no time or rate."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """
+    Whether ``value`` is a number of seconds, a rate or a share the emulator can compute with.
+
+    NaN and the infinities mean no time or rate; a bool is not a number here, though Python says it is.
+
+    :param value: any value, as a caller or a JSON body gives it.
+    :return: True for a finite int or float (not a bool) that fits in a float, False for anything else.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _seconds(name: str, value: Any) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
 Reply = tuple[int, Any]
 _SUCCESS: Reply = (200, {"status": "success"})
 _DIGITS = re.compile(r"\D+")
+#: An id or a count given as text: ASCII digits, as many as a 64-bit number has at most
+#: (``str.isdigit`` takes "²", which ``int`` refuses).
+_ID_TEXT = re.compile(r"[0-9]{1,19}")
+#: A number in a query string: decimal, so "inf", "nan" and "1_000" are not numbers.
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: How far ahead a send may be scheduled, in seconds (ten years): further, the emulator's dates
+#: would leave the calendar.
+MAX_AHEAD = 3653 * 24 * 3600
 
 
 class Fail(Exception):
@@ -72,21 +81,37 @@ class Params:
         if value is None:
             return None
         if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+            isinstance(value, int) or (isinstance(value, str) and _ID_TEXT.fullmatch(value))
         ):
             raise fail(f'Error in parameter format: "{name}" must be a number')
         return int(value)
 
-    def number(self, name: str) -> float | None:
+    def number(self, name: str, *, ahead: bool = False) -> float | None:
+        """
+        A finite number, at least 0, as a float; None when not given.
+
+        With ``ahead`` it is a time into the future, in seconds, and at most :data:`MAX_AHEAD`.
+
+        :raises Fail: a format error for anything else: a bool, "inf", NaN, 1e400 ...
+        """
         value = self.get(name)
         if value is None:
             return None
-        try:
+        if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
             number = float(value)
-        except (TypeError, ValueError):
-            raise fail(f'Error in parameter format: "{name}" must be a number') from None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+        else:
+            raise fail(f'Error in parameter format: "{name}" must be a number')
+        if not math.isfinite(number):
+            raise fail(f'Error in parameter format: "{name}" must be a finite number')
         if number < 0:
             raise fail(f'Error in parameter format: "{name}" must not be negative')
+        if ahead and number > MAX_AHEAD:
+            raise fail(f'Error in parameter format: "{name}" must be at most {MAX_AHEAD} seconds (ten years)')
         return number
 
     def list(self, name: str, *, required: bool = False) -> list[Any]:
@@ -154,7 +179,7 @@ def _by_email(state: State, email: Any) -> Client | None:
 def _due(state: State, p: Params) -> float:
     """When a send is due: time_shift wins over send_time, as the vendor documents."""
     now = state.clock()
-    shift = p.number("time_shift")
+    shift = p.number("time_shift", ahead=True)
     if shift is not None:
         return now + shift
     send_time = p.get("send_time")
@@ -183,7 +208,7 @@ def _content(state: State, p: Params, *, block_alone: bool = False) -> dict[str,
         )
     text = p.text("message")
     if text is not None and not text.strip():
-        text = None  # the emulator's choice: blank text is no text, as the hook judges it
+        text = None  # the emulator's choice: blank text is no text (the hook never sends it)
     if text is None and url is None:
         if not block_alone:
             raise fail('Parameter "message" required (or an attachment)')
@@ -420,8 +445,13 @@ def broadcast(state: State, p: Params) -> Reply:
         group = p.text("group_id") or _raise(fail('Parameter "group_id" required with "platform_ids"'))
         found = (state.find_client(str(pid), group=group) for pid in p.list("platform_ids"))
         recipients = [c for c in found if c is not None]
-    shift = p.number("shift")
+    shift = p.number("shift", ahead=True)
     gap = 0.2 if shift is None else shift
+    if len(recipients) > 1 and (len(recipients) - 1) * gap > MAX_AHEAD:
+        raise fail(
+            f'Error in parameter format: "shift" of {gap:g} s would make the last of {len(recipients)} '
+            "recipients due more than ten years after the first"
+        )
     start = _due(state, p)
     for i, client in enumerate(recipients):
         state.record(
@@ -556,7 +586,9 @@ def get_clients(state: State, p: Params) -> Reply:
 
 def delete_clients(state: State, p: Params) -> Reply:
     for raw in _over_limit(p, "client_ids", 500):
-        if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+        if (isinstance(raw, int) and not isinstance(raw, bool)) or (
+            isinstance(raw, str) and _ID_TEXT.fullmatch(raw)
+        ):
             state.delete_client(int(raw))
     return _SUCCESS
 

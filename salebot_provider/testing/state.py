@@ -30,6 +30,11 @@ WHATSAPP, ONLINE_CHAT, EMAIL, TELEPHONY = 6, 5, 11, 13
 #: Seeded clients are created from this moment on (01.01.2024 00:00 in Moscow), whatever the clock.
 SEED_EPOCH = 1_704_056_400
 ACTIVE, WON, LOST = 0, 1, 2
+#: The most clients one call seeds: a million take some ten seconds; more is a typo, not a test.
+MAX_SEED = 1_000_000
+#: The latest the emulator's time may be (01.01.9000 UTC): with sends due up to ten years later,
+#: every moment stays a date pendulum can print in any time zone.
+MAX_TIME = 221_845_392_000.0
 
 _FIRST = ["Анна", "Иван", "Мария", "Олег", "Елена", "Дмитрий", "Ольга", "Сергей", "Наталья", "Павел", "Ирина"]
 _LAST = ["Иванова", "Петров", "Смирнова", "Кузнецов", "Попова", "Соколов", "Лебедева", "Козлов", "Новикова"]
@@ -279,11 +284,14 @@ class State:
         Names, phones, channels and variables (city, age, segment, email, phone) come from a seeded
         generator; every third client gets a deal in the funnel and every tenth joins list 1170282.
 
-        :param n: how many clients.
+        :param n: how many clients, a whole number from 0 to :data:`MAX_SEED`.
         :param seed: the same seed makes the same clients.
         :param with_deals: also make deals and list memberships.
         :return: the new client ids.
+        :raises ValueError: for an ``n`` that is not a whole number in that range.
         """
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_SEED:
+            raise ValueError(f"clients must be a whole number from 0 to {MAX_SEED:,}; got {n!r:.40}")
         rng = random.Random(seed)
         groups = [
             (ctype, str(ch["group_id"]))
@@ -377,7 +385,12 @@ class State:
                 continue
             due = int((now - auto.since) // auto.every) if auto.every > 0 else 0
             while auto.applied < due:
-                self.move_deal(deal, self.next_state(deal.state_id))
+                following = self.next_state(deal.state_id)
+                if following == deal.state_id:
+                    # At the end of the funnel: a tiny period must not make this loop count to 1e300.
+                    auto.applied = due
+                    break
+                self.move_deal(deal, following)
                 auto.applied += 1
 
     # ------------------------------------------------------------------ messages
@@ -446,7 +459,7 @@ def clients_by_ids(state: State, ids: Iterable[Any]) -> list[Client]:
     for raw in ids:
         try:
             client = state.clients.get(int(raw))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             client = None
         if client is not None:
             found.append(client)

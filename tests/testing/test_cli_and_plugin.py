@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -97,20 +96,56 @@ def test_help_shows_the_default_port(capsys: pytest.CaptureFixture[str]) -> None
     assert "SIGTERM" in shown
 
 
+def hold_port(sock: socket.socket, port: int) -> int:
+    """
+    Make ``sock`` listen on ``port`` of 127.0.0.1 (0 for a free one), or make sure someone else does.
+
+    SO_REUSEADDR, as the emulator sets it: without it a port that a stopped server left in
+    TIME_WAIT cannot be bound, though nothing holds it, and the script would then serve there.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError as exc:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except OSError:
+            pytest.fail(f"the test can neither take port {port} nor find it in use: {exc}")
+        return port  # another process listens there: the script meets the same
+    return int(sock.getsockname()[1])
+
+
 @pytest.mark.parametrize("explicit", [True, False])
 def test_a_port_in_use_is_a_one_line_hint_and_exit_2(explicit: bool) -> None:
     with socket.socket() as taken:
-        with contextlib.suppress(OSError):  # in use already: the script meets the same
-            taken.bind(("127.0.0.1", 0 if explicit else cli.DEFAULT_PORT))
-            taken.listen()
-        port = taken.getsockname()[1] if explicit else cli.DEFAULT_PORT
+        port = hold_port(taken, 0 if explicit else cli.DEFAULT_PORT)
         args = ["--port", str(port)] if explicit else []
-        ended = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
-    assert ended.returncode == 2
-    assert ended.stderr.strip().splitlines()[-1] == (
+        proc = subprocess.Popen(
+            [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the script served on port {port}, which the test holds:\n{out}{err}")
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines()[-1] == (
         f"salebot-emulator: port {port} on 127.0.0.1 is in use: pass --port N, or --port 0 for a free one"
     )
-    assert "Traceback" not in ended.stderr
+    assert "Traceback" not in err
+
+
+def test_a_port_a_stopped_emulator_left_in_time_wait_can_be_held_by_the_test() -> None:
+    # The emulator stops before the session closes, so stop() closes the kept-alive connection
+    # first and the emulator's side of it waits in TIME_WAIT, on the emulator's port.
+    with requests.Session() as kept_alive, SalebotEmulator() as emulator:
+        port = emulator.port
+        assert kept_alive.get(f"{emulator.base_url}/_emulator/state", timeout=5).ok
+    with socket.socket() as taken:
+        assert hold_port(taken, port) == port
+        assert taken.getsockname()[1] == port
 
 
 def test_an_unknown_time_zone_is_a_one_line_error() -> None:
