@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -221,6 +222,19 @@ def _check_id(action: str, name: str, value: Any) -> Any:
         action,
         f"parameter '{name}' must be an integer id (or a string of ASCII digits 0-9); got {_shown(value)}",
     )
+
+
+def is_id(value: Any) -> bool:
+    """
+    Whether a value is an id as Salebot takes one: a non-negative 64-bit integer, or its ASCII digits.
+
+    :param value: the value, e.g. an id a reply carries.
+    """
+    try:
+        _check_id("", "", value)
+    except SalebotValidationError:
+        return False
+    return True
 
 
 def _check_text(action: str, name: str, value: Any) -> Any:
@@ -1464,10 +1478,32 @@ def _extra_verify(extra: Mapping[str, Any]) -> bool | str:
                 f"Salebot connection extra 'verify' names a CA bundle that does not exist: {path!r}; "
                 "give true, false, or the path of a PEM file (or folder) of CA certificates"
             )
+        check_ca_bundle(path, "the connection's 'verify' extra")
         return path
     raise SalebotValidationError(
         f"Salebot connection extra 'verify' must be true, false or a CA bundle path; got {_shown(value)}"
     )
+
+
+def check_ca_bundle(path: str, source: str) -> None:
+    """
+    Refuse a CA bundle that is not there or holds no usable certificates, naming where it was set.
+
+    :param path: a PEM file or a folder of CA certificates.
+    :param source: where the path came from, for the message.
+    :raises SalebotValidationError: naming the source and why.
+    """
+    try:
+        if os.path.isdir(path):
+            ssl.create_default_context(capath=path)
+        else:
+            ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = "does not exist" if not os.path.exists(path) else f"cannot be used ({type(exc).__name__})"
+        raise SalebotValidationError(
+            f"Salebot: the CA bundle {path!r} from {source} {reason}; give a PEM file (or folder) of CA "
+            "certificates, or true / false"
+        ) from None
 
 
 def base_url_of(host: str | None, port: int | None = None, schema: str | None = None) -> str:

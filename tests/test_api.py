@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import certifi
 import pendulum
 import pytest
 
@@ -712,7 +713,7 @@ def test_verify_naming_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> N
     with pytest.raises(SalebotValidationError, match="extra 'verify' names a CA bundle that does not exist"):
         api.settings_from_connection(host=None, password=KEY, extra={"verify": str(missing)})
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_bytes(Path(certifi.where()).read_bytes())  # a real bundle: it is loaded to check it
     settings = api.settings_from_connection(host=None, password=KEY, extra={"verify": f" {bundle} "})
     assert settings.verify == str(bundle)
     with pytest.raises(SalebotValidationError, match="extra 'verify' must be"):

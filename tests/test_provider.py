@@ -9,6 +9,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import certifi
+
 import salebot_provider
 
 
@@ -102,7 +104,7 @@ def test_the_connection_form_takes_a_ca_bundle_path_for_verify(tmp_path: Path) -
     schema = salebot_provider.get_provider_info()["connection-types"][0]["conn-fields"]["verify"]["schema"]
     assert "string" in schema["type"]
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_bytes(Path(certifi.where()).read_bytes())  # a real bundle: it is loaded to check it
     form = type("F", (Form,), {"verify": field})(data={"verify": str(bundle)})
     extra = {"verify": form.verify.data}
     assert settings_from_connection(host=None, password="k" * 40, extra=extra).verify == str(bundle)

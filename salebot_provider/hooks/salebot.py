@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -31,8 +28,10 @@ from salebot_provider.api import (
     audience_of,
     batched,
     build_request,
+    check_ca_bundle,
     encode_request,
     get_action,
+    is_id,
     is_retryable,
     key_travels_in_clear,
     parse_reply,
@@ -62,7 +61,6 @@ else:
         except ImportError:  # Airflow 3.0
             from airflow.sdk.execution_time.secrets_masker import mask_secret
 
-_DEAL_ID = re.compile(r"[0-9]+")
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
 #: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
@@ -178,21 +176,6 @@ _NOT_SENT = (
     requests.exceptions.InvalidHeader,
     requests.exceptions.URLRequired,
 )
-
-
-def _check_ca_bundle(path: str, source: str) -> None:
-    """Refuse a CA bundle that is not there or holds no certificates, naming where it was set."""
-    try:
-        if os.path.isdir(path):
-            ssl.create_default_context(capath=path)
-        else:
-            ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        reason = "does not exist" if not os.path.exists(path) else f"cannot be used ({type(exc).__name__})"
-        raise SalebotValidationError(
-            f"Salebot: the CA bundle {path!r} from {source} {reason}; give a PEM file (or folder) of CA "
-            "certificates, or true / false"
-        ) from None
 
 
 def _client_key(client: Any) -> Any:
@@ -312,13 +295,9 @@ class SalebotHook(BaseHook):
         for scheme, proxy in environment["proxies"].items():
             check_proxy(scheme, proxy)
         verify = environment["verify"]
-        if isinstance(verify, str):
-            _check_ca_bundle(
-                verify,
-                "the connection's 'verify' extra"
-                if isinstance(settings.verify, str)
-                else "REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE",
-            )
+        if isinstance(verify, str) and not isinstance(settings.verify, str):
+            # The connection's own path was checked when it was read; this one is the environment's.
+            check_ca_bundle(verify, "REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE")
         session.trust_env = False
         session.proxies.update(environment["proxies"])
         session.verify = verify
@@ -1589,7 +1568,7 @@ class SalebotHook(BaseHook):
                 f"Salebot get_current_order_id: client {client_id} has no current deal; give 'order_id'",
                 action="get_current_order_id",
             )
-        if not (isinstance(order_id, int | str) and _DEAL_ID.fullmatch(str(order_id))):
+        if not is_id(order_id):
             raise SalebotAPIError(
                 f"Salebot get_current_order_id replied with an order_id that is not an id: "
                 f"a JSON {type(order_id).__name__}",
