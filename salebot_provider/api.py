@@ -51,6 +51,8 @@ PERMISSION_TEXT: Mapping[str, str] = {
 }
 
 ATTACHMENT_TYPES = ("image", "video", "link", "file", "audio")
+#: The ``client_type`` of telephony clients, the one kind loaded without a ``group_id``.
+TELEPHONY = 13
 #: The shortest key the provider accepts: shorter ones cannot be hidden safely (Airflow's masker
 #: skips secrets under 5 characters, and a short key would also match ordinary text). Salebot's are 40+.
 MIN_KEY_LENGTH = 8
@@ -394,6 +396,13 @@ def check_client_item(action: str, name: str, item: Any) -> dict[str, Any]:
             f"parameter '{name}.group_id' must be a string or an integer; got {_shown(item['group_id'])}",
         )
     _check_id(action, f"{name}.client_type", item["client_type"])
+    blank = isinstance(item["group_id"], str) and not item["group_id"].strip()
+    if blank and int(item["client_type"]) != TELEPHONY:
+        raise _fail(
+            action,
+            f"parameter '{name}.group_id' may be empty only for client_type {TELEPHONY} (telephony); "
+            "take the bot's group_id from connected_channels",
+        )
     return {k: _check_value(action, f"{name}.{k}", v) for k, v in item.items()}
 
 
@@ -421,6 +430,20 @@ _CHECKS: Mapping[str, Callable[..., Any]] = {
     "buttons": _check_buttons,
     "items": _check_items,
 }
+
+
+def check_param(action: str, kind: str, name: str, value: Any) -> Any:
+    """
+    Check one value as the table checks a parameter of this kind, e.g. one id read from a file.
+
+    :param action: the action, for the error message.
+    :param kind: the parameter's kind: ``"id"``, ``"key"``, ``"scalar"`` ...
+    :param name: how to name the value in the error, e.g. ``clients[3]``.
+    :param value: the value.
+    :return: the cleaned value (an id as ``int`` or its digits, as given).
+    :raises SalebotValidationError: naming the value and the rule broken.
+    """
+    return _CHECKS[kind](action, name, value)
 
 
 # ---------------------------------------------------------------------------------- cross-field rules

@@ -135,7 +135,7 @@ class _RateLimiter:
             time.sleep(start - now)
 
 
-class _Progress:
+class Progress:
     """Log ``done/total`` of long work at a steady pace, not once per request."""
 
     def __init__(self, log: Any, what: str, total: int | None = None) -> None:
@@ -580,7 +580,7 @@ class SalebotHook(BaseHook):
         return self._pages(list_id, page_size, reverse)
 
     def _pages(self, list_id: int | str | None, page_size: int, reverse: bool) -> Iterator[dict[str, Any]]:
-        progress = _Progress(self.log, "Salebot get_clients")
+        progress = Progress(self.log, "Salebot get_clients")
         seen: set[Any] = set()
         offset = 0
         while True:
@@ -747,7 +747,7 @@ class SalebotHook(BaseHook):
         params: dict[str, Any],
         total: int | None,
     ) -> Iterator[ChunkResult]:
-        progress = _Progress(self.log, f"Salebot {spec.name}", total)
+        progress = Progress(self.log, f"Salebot {spec.name}", total)
         for index, chunk in enumerate(batched(items, size)):
             try:
                 reply = self._run(spec.name, {**params, name: chunk}, first_index=index * size)

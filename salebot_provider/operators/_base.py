@@ -1,0 +1,59 @@
+"""What every Salebot operator shares: the connection id and a hook built only when the task runs."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from salebot_provider.exceptions import SalebotValidationError
+
+if TYPE_CHECKING:
+    from salebot_provider.hooks.salebot import SalebotHook
+
+
+class SalebotOperator(BaseOperator):
+    """
+    Base of the Salebot operators: stores the connection id; the hook is made on first use.
+
+    :param salebot_conn_id: the Airflow connection of type ``salebot``.
+    """
+
+    ui_color = "#e3f1ff"
+
+    def __init__(self, *, salebot_conn_id: str = "salebot_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.salebot_conn_id = salebot_conn_id
+
+    @cached_property
+    def hook(self) -> SalebotHook:
+        """The hook, made when the task runs (never while the DAG file is parsed)."""
+        from salebot_provider.hooks.salebot import SalebotHook
+
+        return SalebotHook(salebot_conn_id=self.salebot_conn_id)
+
+
+#: The largest chunk_size accepted where Salebot documents no limit: a bigger request body gains
+#: nothing and puts more in doubt when a request fails.
+MAX_CHUNK_SIZE = 5000
+
+
+def check_chunk_size(action: str, value: Any, default: int, limit: int = MAX_CHUNK_SIZE) -> int:
+    """
+    Check an operator's ``chunk_size`` (a template renders a number as text, which is accepted).
+
+    :param action: the action, for the error message.
+    :param value: the argument; None for ``default``.
+    :param default: the size used when none is given.
+    :param limit: the largest size allowed.
+    """
+    size = default if value is None else value
+    if isinstance(size, str) and size.strip().isdigit():
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= limit:
+        raise SalebotValidationError(
+            f"Salebot {action}: 'chunk_size' must be a whole number from 1 to {limit}; got {size!r:.60}",
+            action=action,
+        )
+    return size

@@ -1,0 +1,322 @@
+"""BroadcastOperator: a mass mailing to a list, or to any number of client or messenger ids, in chunks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from salebot_provider.api import SEND_TIME_FORMAT, batched, validate
+from salebot_provider.exceptions import SalebotError, SalebotValidationError
+from salebot_provider.operators._base import SalebotOperator, check_chunk_size
+from salebot_provider.operators._ledger import Fingerprint, Ledger
+from salebot_provider.operators._sources import Rows, unique_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+#: Recipients per request. Salebot documents no limit for broadcast; 500 client ids is the limit it
+#: documents for its other id lists (delete_clients), and 300 the limit for messenger ids
+#: (send_callback_by_platform_id). At the vendor's ~1 request/second that is 30,000 clients a minute,
+#: while a failed request leaves at most one chunk in doubt.
+DEFAULT_CHUNK_SIZE = {"clients": 500, "platform_ids": 300}
+#: The most in-doubt ids written into an error message (all of them go to the task log).
+SHOWN_IDS = 20
+
+
+class BroadcastOperator(SalebotOperator):
+    """
+    Send one message to a Salebot list, or to client ids or messenger ids of any number, in chunks.
+
+    Exactly one audience: ``list_id`` (one request), ``clients``, or ``platform_ids`` with
+    ``group_id``. ``clients`` and ``platform_ids`` take a list (or an XCom), or the path or URI of a
+    file read as a stream: one id per line, or JSON Lines / CSV with a ``client_id`` (for
+    ``platform_ids``: ``platform_id``) column. Every id is checked before the first request; a
+    repeated id is dropped (the first kept), so each recipient is messaged once, in the order given.
+
+    With ``shift``, chunk after chunk is scheduled to begin when the previous one's sequence ends, so
+    the pace asked for holds across chunks. A 429 is waited out. If a request fails part-way the task
+    fails saying how many recipients were sent, are in doubt and were not sent; on Airflow 3.3+ the
+    progress is kept in the task's ``task_state_store``, so a retry (or a clear) of the task sends
+    only the rest and never a chunk that went out or may have. A try that ends with some recipients
+    in doubt fails naming them.
+
+    .. code-block:: python
+
+        BroadcastOperator(
+            task_id="announce",
+            clients="s3://crm/segments/{{ ds }}/vip.csv",
+            message="Our summer sale starts today",
+            shift=0.5,
+            send_time="{{ data_interval_end.add(hours=10) }}",
+        )
+
+    :param message: the text. (templated)
+    :param message_id: a bot block to send instead of a text. (templated)
+    :param list_id: the Salebot list to mail. (templated)
+    :param clients: client ids: a list, a JSON list, or a file's path or URI. (templated)
+    :param platform_ids: messenger ids of one bot, with ``group_id``: as for ``clients``. (templated)
+    :param group_id: the bot of ``platform_ids``. (templated)
+    :param attachment_url: a file's URL, with ``attachment_type``. (templated)
+    :param attachment_type: image, video, link, file or audio. (templated)
+    :param buttons: buttons, with or without a hint, as the API takes them. (templated)
+    :param shift: seconds between two messages (Salebot's default is 0.2). (templated)
+    :param time_shift: send this many seconds from now. (templated)
+    :param send_time: send at this moment: a datetime (an aware one is converted to the connection's
+        time zone), a ``%Y-%m-%d %H:%M:%S`` string in that zone, or an ISO 8601 string with an offset
+        (what ``{{ data_interval_end }}`` renders). (templated)
+    :param chunk_size: recipients per request; 500 client ids, 300 messenger ids by default.
+        (templated)
+    :param salebot_conn_id: the Airflow connection of type ``salebot``.
+    :return: ``{"audience": "list" | "clients" | "platform_ids", "recipients": N, "requests": k}``,
+        with ``recipients`` None for a list.
+    """
+
+    template_fields: Sequence[str] = (
+        "message",
+        "message_id",
+        "list_id",
+        "clients",
+        "platform_ids",
+        "group_id",
+        "attachment_url",
+        "attachment_type",
+        "buttons",
+        "shift",
+        "time_shift",
+        "send_time",
+        "chunk_size",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "buttons": "json",
+        "clients": "py",
+        "platform_ids": "py",
+    }
+
+    def __init__(
+        self,
+        *,
+        message: str | None = None,
+        message_id: int | str | None = None,
+        list_id: int | str | None = None,
+        clients: Any = None,
+        platform_ids: Any = None,
+        group_id: str | int | None = None,
+        attachment_url: str | None = None,
+        attachment_type: str | None = None,
+        buttons: Any = None,
+        shift: float | None = None,
+        time_shift: float | None = None,
+        send_time: str | dt.datetime | None = None,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+        self.message_id = message_id
+        self.list_id = list_id
+        self.clients = clients
+        self.platform_ids = platform_ids
+        self.group_id = group_id
+        self.attachment_url = attachment_url
+        self.attachment_type = attachment_type
+        self.buttons = buttons
+        self.shift = shift
+        self.time_shift = time_shift
+        self.send_time = send_time
+        self.chunk_size = chunk_size
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Check everything, then send; see the class docstring."""
+        audiences = [
+            name for name in ("list_id", "clients", "platform_ids") if getattr(self, name) is not None
+        ]
+        if len(audiences) != 1:
+            found = ", ".join(audiences) or "none"
+            raise SalebotValidationError(
+                f"Salebot broadcast: give exactly one of list_id, clients, platform_ids (with group_id); "
+                f"got {found}",
+                action="broadcast",
+            )
+        content = {
+            "message": self.message,
+            "message_id": self.message_id,
+            "attachment_url": self.attachment_url,
+            "attachment_type": self.attachment_type,
+            "buttons": self.buttons,
+            "shift": self.shift,
+            "time_shift": self.time_shift,
+            "send_time": _moment(self.send_time),
+            "group_id": self.group_id,
+        }
+        content = {k: v for k, v in content.items() if v is not None}
+        # The schedule is left out: a retry may render a "now"-relative template differently.
+        what = {k: v for k, v in content.items() if k not in ("shift", "time_shift", "send_time")}
+        if audiences == ["list_id"]:
+            validate("broadcast", {"list": self.list_id, **content})
+            return self._to_list(context, content, Fingerprint("broadcast", "list", self.list_id, what))
+        name = audiences[0]
+        validate("broadcast", {name: ["1"], **content})
+        size = check_chunk_size("broadcast", self.chunk_size, DEFAULT_CHUNK_SIZE[name])
+        rows = Rows(
+            "broadcast",
+            name,
+            getattr(self, name),
+            column="client_id" if name == "clients" else "platform_id",
+        )
+        kind = "id" if name == "clients" else "key"
+        fingerprint = Fingerprint("broadcast", name, what)
+        total = 0
+        for _, value in unique_ids(rows, kind):
+            fingerprint.add(value)
+            total += 1
+        ledger = Ledger(context, "broadcast", fingerprint.digest, total)
+        if total == 0:
+            self.log.warning("Salebot broadcast: '%s' holds no ids; nothing is sent", name)
+        else:
+            self._send(ledger, name, (v for _, v in unique_ids(rows, kind)), size, content)
+        if ledger.in_doubt:
+            raise self._in_doubt(ledger, name, rows, kind)
+        return {"audience": name, "recipients": total, "requests": ledger.requests}
+
+    def _to_list(self, context: Context, content: dict[str, Any], fingerprint: Fingerprint) -> dict[str, Any]:
+        ledger = Ledger(context, "broadcast", fingerprint.digest, 1)
+        if ledger.cursor == 0:
+            ledger.begin(0, 1)
+            try:
+                self.hook.broadcast(list_id=self.list_id, **content)
+            except SalebotError as exc:
+                ledger.failed(exc.in_doubt)
+                raise ledger.stopped(exc, f"the broadcast to list {self.list_id} failed") from None
+            ledger.done(1, sent=1)
+        if ledger.in_doubt:
+            from airflow.providers.common.compat.sdk import AirflowFailException
+
+            raise AirflowFailException(
+                f"Salebot broadcast: an earlier try's broadcast to list {self.list_id} may or may not "
+                "have gone out; it is not resent. Check the mailing in Salebot."
+            )
+        return {"audience": "list", "recipients": None, "requests": ledger.requests}
+
+    def _send(
+        self, ledger: Ledger, name: str, ids: Iterator[Any], size: int, content: dict[str, Any]
+    ) -> None:
+        from salebot_provider.hooks.salebot import Progress
+
+        total, start = ledger.get("total"), ledger.cursor
+        if ledger.resumed:
+            self.log.info(
+                "Salebot broadcast: resuming after an earlier try: %s sent, %s in doubt (not resent), "
+                "%s to send",
+                f"{ledger.count('sent'):,}",
+                f"{ledger.doubtful:,}",
+                f"{total - start:,}",
+            )
+        progress = Progress(self.log, "Salebot broadcast: recipients", total)
+        progress.done = start
+        pending = itertools.islice(ids, start, None)
+        for chunk in batched(pending, size):
+            end = start + len(chunk)
+            schedule = self._schedule(ledger, len(chunk), content)
+            ledger.begin(start, end)
+            try:
+                self.hook.broadcast(**{**content, **schedule, name: chunk})
+            except SalebotError as exc:
+                ledger.failed(exc.in_doubt)
+                first = chunk[0] if not exc.in_doubt else next(pending, None)
+                raise ledger.stopped(exc, self._account(ledger, name, first)) from None
+            ledger.done(end, sent=len(chunk))
+            progress.add(len(chunk))
+            start = end
+        self.log.info(
+            "Salebot broadcast: %s of %s recipients sent in %s requests",
+            f"{ledger.count('sent'):,}",
+            f"{total:,}",
+            ledger.requests,
+        )
+
+    def _account(self, ledger: Ledger, name: str, first_unsent: Any) -> str:
+        not_sent = ledger.get("total") - ledger.cursor
+        text = (
+            f"{ledger.count('sent'):,} recipients sent, {ledger.doubtful:,} in doubt (it may have been "
+            f"processed; not resent), {not_sent:,} not sent"
+        )
+        if first_unsent is not None and not_sent:
+            noun = "client id" if name == "clients" else "messenger id"
+            text += f"; the first not sent is {noun} {first_unsent}"
+        return text
+
+    def _schedule(self, ledger: Ledger, count: int, content: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        When this chunk starts: where the previous chunk's sequence ends, when ``shift`` is set.
+
+        The first chunk starts when the user asked (``send_time``, ``time_shift`` or now); each
+        next one ``count * shift`` seconds after the one before, or now if that moment has passed
+        (a retry that comes late). Moments are whole seconds, rounded up so chunks never overlap.
+        """
+        if self.shift is None:
+            return {}
+        shift = float(content["shift"])
+        now = time.time()
+        planned = ledger.get("next_start")
+        if planned is None:
+            send_time = content.get("send_time")
+            if send_time is not None:
+                planned = _epoch(send_time, self.hook.settings.timezone)
+            else:
+                planned = now + float(content.get("time_shift", 0))
+        schedule: dict[str, Any]
+        if "send_time" in content:
+            begins = float(math.ceil(max(planned, now)))
+            schedule = {"send_time": dt.datetime.fromtimestamp(begins, dt.timezone.utc)}
+        else:
+            delay = math.ceil(max(planned - now, 0.0))
+            begins = now + delay
+            schedule = {"time_shift": delay} if delay or "time_shift" in content else {}
+        ledger.set("next_start", begins + count * shift)
+        return schedule
+
+    def _in_doubt(self, ledger: Ledger, name: str, rows: Rows, kind: str) -> Exception:
+        """The failure that ends a broadcast whose every chunk was tried, some of them in doubt."""
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        ids = [
+            value
+            for place, (_, value) in enumerate(unique_ids(rows, kind))
+            if any(a <= place < b for a, b in ledger.in_doubt)
+        ]
+        self.log.warning("Salebot broadcast: %s ids in doubt: %s", name, ", ".join(map(str, ids)))
+        shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (", ..." if len(ids) > SHOWN_IDS else "")
+        return AirflowFailException(
+            f"Salebot broadcast: every recipient was tried: {ledger.count('sent'):,} sent, "
+            f"{len(ids):,} in doubt (a request failed after it may have been processed; they were not "
+            f"resent, so nobody got the message twice). Check them in Salebot: {name} {shown} "
+            "(all listed in the task log)."
+        )
+
+
+def _moment(value: Any) -> Any:
+    """Accept ISO 8601 text too (what a template renders for a datetime); other values as given."""
+    if isinstance(value, str):
+        try:
+            dt.datetime.strptime(value, SEND_TIME_FORMAT)
+        except ValueError:
+            try:
+                return dt.datetime.fromisoformat(value.strip())
+            except ValueError:
+                return value  # validate() names it
+    return value
+
+
+def _epoch(value: str | dt.datetime, timezone: str) -> float:
+    """A checked ``send_time`` as seconds since the epoch: a naive one is in the connection's zone."""
+    if isinstance(value, str):
+        value = dt.datetime.strptime(value, SEND_TIME_FORMAT)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(timezone))
+    return value.timestamp()

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from salebot_provider.exceptions import SalebotError, SalebotValidationError
+from salebot_provider.operators import LoadClientsOperator
+from tests.operators.conftest import StateStore, fault_on_call, sends
+
+
+def telegram(n: int, start: int = 1000) -> list[dict[str, Any]]:
+    return [{"platform_id": start + i, "group_id": "shop_bot", "client_type": 1} for i in range(n)]
+
+
+def load(**kwargs: Any) -> LoadClientsOperator:
+    return LoadClientsOperator(task_id="load", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        ({"group_id": "shop_bot", "client_type": 1}, "lacks 'platform_id'"),
+        ({"platform_id": 1, "client_type": 1}, "lacks 'group_id'"),
+        ({"platform_id": 1, "group_id": "shop_bot"}, "lacks 'client_type'"),
+        ({"platform_id": 1, "group_id": "shop_bot", "client_type": "one"}, "clients[2].client_type"),
+        ({"platform_id": 1, "group_id": "shop_bot", "client_type": 1.5}, "clients[2].client_type"),
+        ({"platform_id": 1, "group_id": "", "client_type": 1}, "may be empty only for client_type 13"),
+        ({"platform_id": "", "group_id": "shop_bot", "client_type": 1}, "clients[2].platform_id"),
+        ("79990001122", "must be a dict"),
+    ],
+)
+def test_a_bad_row_is_named_before_any_request(salebot_emulator: Any, row: Any, named: str) -> None:
+    with pytest.raises(SalebotValidationError, match="Salebot load_clients") as raised:
+        load(clients=[*telegram(2), row]).execute({})
+    assert named in str(raised.value)
+    assert salebot_emulator.requests == []
+
+
+def test_each_row_ends_loaded_with_its_id_or_failed_with_the_reason(salebot_emulator: Any) -> None:
+    rows = [
+        *telegram(3),
+        {"platform_id": 7, "group_id": "nope", "client_type": 1},
+        {"platform_id": "79990001122@s.whatsapp.net", "group_id": "wa_main", "client_type": 6},
+        {"platform_id": "79990003344", "group_id": "wa_main", "client_type": 6},
+        {"platform_id": "5551", "group_id": "", "client_type": 13},
+    ]
+    result = load(clients=rows, chunk_size=2, fail_on_item_error=False).execute({})
+    assert result["loaded"] == 6
+    assert result["failed"] == 1
+    assert result["failures"] == [
+        {"item": rows[3], "reason": "No connected channel with group_id nope and this client_type"}
+    ]
+    ids = result["client_ids"]
+    assert ids[3] is None
+    assert len(ids) == 7
+    assert len({i for i in ids if i is not None}) == 6
+    assert salebot_emulator.client(ids[4]).platform_id == "79990001122"
+    assert result["path"] is None
+    assert len(sends(salebot_emulator, "load_clients")) == 4
+
+
+def test_a_failed_row_fails_the_task_after_every_chunk(salebot_emulator: Any) -> None:
+    rows = [{"platform_id": 7, "group_id": "nope", "client_type": 1}, *telegram(4)]
+    with pytest.raises(AirflowFailException, match="4 loaded, 1 failed, 0 in doubt"):
+        load(clients=rows, chunk_size=2).execute({})
+    assert len(sends(salebot_emulator, "load_clients")) == 3
+
+
+def test_csv_and_jsonl_files_are_read(salebot_emulator: Any, tmp_path: Any) -> None:
+    csv = tmp_path / "leads.csv"
+    csv.write_text("platform_id,group_id,client_type,name\n5551,,13,A\n1200,shop_bot, 1,B\n")
+    jsonl = tmp_path / "leads.jsonl"
+    jsonl.write_text("\n".join(json.dumps(row) for row in telegram(3, start=3000)) + "\n")
+    from_csv = load(clients=str(csv)).execute({})
+    from_jsonl = load(clients=f"file://{jsonl}").execute({})
+    assert (from_csv["loaded"], from_jsonl["loaded"]) == (2, 3)
+    bodies = [r.body for r in sends(salebot_emulator, "load_clients")]
+    assert bodies[0] == [
+        {"platform_id": "5551", "group_id": "", "client_type": 13},
+        {"platform_id": "1200", "group_id": "shop_bot", "client_type": 1},
+    ]
+
+
+def test_a_bad_csv_row_is_named_by_its_line(salebot_emulator: Any, tmp_path: Any) -> None:
+    csv = tmp_path / "leads.csv"
+    csv.write_text("platform_id,group_id,client_type\n1,shop_bot,1\n2,shop_bot,x\n")
+    with pytest.raises(SalebotValidationError, match=r"line 3 of .*leads.csv"):
+        load(clients=str(csv)).execute({})
+    assert salebot_emulator.requests == []
+
+
+def test_a_file_of_another_kind_is_refused(salebot_emulator: Any, tmp_path: Any) -> None:
+    with pytest.raises(SalebotValidationError, match=r"must be a \.jsonl or \.csv file"):
+        load(clients=str(tmp_path / "leads.txt")).execute({})
+
+
+def test_the_outcomes_go_to_output_path(salebot_emulator: Any, tmp_path: Any) -> None:
+    rows = [*telegram(2), {"platform_id": 7, "group_id": "nope", "client_type": 1}]
+    out = f"file://{tmp_path}/loaded.jsonl"
+    result = load(clients=rows, output_path=out, fail_on_item_error=False).execute({})
+    lines = [json.loads(line) for line in (tmp_path / "loaded.jsonl").read_text().splitlines()]
+    assert [line["status"] for line in lines] == ["loaded", "loaded", "failed"]
+    assert [line["item"] for line in lines] == rows
+    assert [line["id"] for line in lines] == result["client_ids"]
+    assert result["path"] == out
+
+
+def test_more_than_ten_thousand_rows_need_output_path(salebot_emulator: Any, tmp_path: Any) -> None:
+    rows = telegram(10_001)
+    with pytest.raises(SalebotValidationError, match="give 'output_path'"):
+        load(clients=rows).execute({})
+    assert salebot_emulator.requests == []
+    result = load(clients=rows, output_path=str(tmp_path / "out.jsonl")).execute({})
+    assert (result["loaded"], result["client_ids"]) == (10_001, None)
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 10_001
+
+
+def test_a_chunk_that_fails_outright_stops_the_task_naming_the_rows(
+    salebot_emulator: Any, tmp_path: Any
+) -> None:
+    op = load(clients=telegram(5), chunk_size=2, output_path=str(tmp_path / "out.jsonl"))
+    fault_on_call(op.hook, "load_clients", salebot_emulator, 2, status=502, processed=True)
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute({})
+    assert "2 rows loaded, 0 failed; rows 3-4 in doubt; row 5 not tried" in str(raised.value)
+    statuses = [json.loads(line)["status"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert statuses == ["loaded", "loaded", "in_doubt", "in_doubt", "not_tried"]
+
+
+def test_a_retry_loads_only_the_rows_not_tried_and_keeps_every_id(
+    salebot_emulator: Any, store: StateStore
+) -> None:
+    rows = telegram(5)
+    first = load(clients=rows, chunk_size=2)
+    fault_on_call(first.hook, "load_clients", salebot_emulator, 2, status=400)
+    with pytest.raises(SalebotError, match="rows 3-5 not tried") as raised:
+        first.execute({"task_state_store": store})
+    assert not isinstance(raised.value, AirflowFailException)
+    result = load(clients=rows, chunk_size=2).execute({"task_state_store": store})
+    assert result["loaded"] == 5
+    assert all(result["client_ids"])
+    assert [len(r.body) for r in sends(salebot_emulator, "load_clients") if r.status == 200] == [2, 2, 1]
+    assert sorted(c.platform_id for c in salebot_emulator.state.clients.values()) == [
+        str(1000 + i) for i in range(5)
+    ]
+
+
+def test_a_retry_never_reloads_rows_in_doubt(salebot_emulator: Any, store: StateStore) -> None:
+    rows = telegram(6)
+    first = load(clients=rows, chunk_size=2)
+    fault_on_call(first.hook, "load_clients", salebot_emulator, 2, status=504, processed=True)
+    with pytest.raises(SalebotError, match="rows 3-4 in doubt; rows 5-6 not tried"):
+        first.execute({"task_state_store": store})
+    with pytest.raises(AirflowFailException, match="4 loaded, 0 failed, 2 in doubt"):
+        load(clients=rows, chunk_size=2).execute({"task_state_store": store})
+    assert len(sends(salebot_emulator, "load_clients")) == 3
