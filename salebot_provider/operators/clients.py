@@ -74,7 +74,7 @@ class LoadClientsOperator(SalebotOperator):
         False returns the summary instead. (templated)
     :param salebot_conn_id: the Airflow connection of type ``salebot``.
     :return: ``{"loaded": n, "failed": m, "failures": [first 100 {"item", "reason"}],
-        "client_ids": [id or None per row, in input order; None when over 10,000 rows],
+        "client_ids": [the loaded rows' ids, in input order; None over 10,000 rows],
         "path": output_path or None}``.
     """
 
@@ -210,7 +210,7 @@ class LoadClientsOperator(SalebotOperator):
                 failed += 1
                 if len(failures) < MAX_XCOM_FAILURES:
                     failures.append({"item": row["item"], "reason": row["reason"]})
-            if client_ids is not None:
+            if client_ids is not None and row["status"] == "loaded":
                 client_ids.append(row["id"])
         return {
             "loaded": loaded,
