@@ -57,3 +57,21 @@ def check_chunk_size(action: str, value: Any, default: int, limit: int = MAX_CHU
             action=action,
         )
     return size
+
+
+def is_literal(value: Any) -> bool:
+    """
+    Whether an argument is known when the DAG file is parsed: no template, no XCom, anywhere inside.
+
+    Such arguments are checked in ``__init__``, so that a mistake shows as an import error of the
+    DAG file instead of a failed run; the others are checked when the task runs.
+    """
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    if hasattr(value, "resolve") and hasattr(value, "iter_references"):
+        return False  # an XComArg, or a mapped argument
+    if isinstance(value, dict):
+        return all(is_literal(k) and is_literal(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return all(is_literal(v) for v in value)
+    return True

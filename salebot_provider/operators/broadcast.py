@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from salebot_provider.api import SEND_TIME_FORMAT, batched, validate
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size
+from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import Rows, unique_ids
 
@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 #: (send_callback_by_platform_id). At the vendor's ~1 request/second that is 30,000 clients a minute,
 #: while a failed request leaves at most one chunk in doubt.
 DEFAULT_CHUNK_SIZE = {"clients": 500, "platform_ids": 300}
+#: Valid stand-ins for arguments that come from a template or an XCom, while the DAG file is parsed.
+_PLACEHOLDERS: dict[str, Any] = {
+    "message": "text",
+    "message_id": 1,
+    "attachment_url": "https://example.com/file",
+    "attachment_type": "file",
+    "buttons": [],
+    "shift": 0,
+    "time_shift": 0,
+    "send_time": "2000-01-01 00:00:00",
+    "group_id": "bot",
+}
 #: The most in-doubt ids written into an error message (all of them go to the task log).
 SHOWN_IDS = 20
 
@@ -130,38 +142,47 @@ class BroadcastOperator(SalebotOperator):
         self.time_shift = time_shift
         self.send_time = send_time
         self.chunk_size = chunk_size
+        self._check(parsing=True)
+
+    def _check(self, *, parsing: bool = False) -> tuple[str, dict[str, Any]]:
+        """
+        Check the arguments: which are given, and their values; return the audience and the content.
+
+        While the DAG file is parsed, a value from a template or an XCom (unknown yet) stands in
+        as a valid placeholder, and files are not read; the task checks everything again.
+        """
+        audiences = [n for n in ("list_id", "clients", "platform_ids") if getattr(self, n) is not None]
+        if len(audiences) != 1:
+            raise SalebotValidationError(
+                f"Salebot broadcast: give exactly one of list_id, clients, platform_ids (with group_id); "
+                f"got {', '.join(audiences) or 'none'}",
+                action="broadcast",
+            )
+        name = audiences[0]
+        content = {}
+        for field, placeholder in _PLACEHOLDERS.items():
+            value = getattr(self, field)
+            if value is not None:
+                content[field] = placeholder if parsing and not is_literal(value) else value
+        if "send_time" in content:
+            content["send_time"] = _moment(content["send_time"])
+        audience = getattr(self, name)
+        if name == "list_id":
+            audience = audience if is_literal(audience) else 1
+        elif not (parsing and isinstance(audience, list | tuple) and audience and is_literal(audience)):
+            audience = ["1"]  # ids from a file, a template or an XCom are checked as they are read
+        validate("broadcast", {name: audience, **content})
+        if not parsing or is_literal(self.chunk_size):
+            check_chunk_size("broadcast", self.chunk_size, DEFAULT_CHUNK_SIZE.get(name, 1))
+        return name, content
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check everything, then send; see the class docstring."""
-        audiences = [
-            name for name in ("list_id", "clients", "platform_ids") if getattr(self, name) is not None
-        ]
-        if len(audiences) != 1:
-            found = ", ".join(audiences) or "none"
-            raise SalebotValidationError(
-                f"Salebot broadcast: give exactly one of list_id, clients, platform_ids (with group_id); "
-                f"got {found}",
-                action="broadcast",
-            )
-        content = {
-            "message": self.message,
-            "message_id": self.message_id,
-            "attachment_url": self.attachment_url,
-            "attachment_type": self.attachment_type,
-            "buttons": self.buttons,
-            "shift": self.shift,
-            "time_shift": self.time_shift,
-            "send_time": _moment(self.send_time),
-            "group_id": self.group_id,
-        }
-        content = {k: v for k, v in content.items() if v is not None}
+        name, content = self._check()
         # The schedule is left out: a retry may render a "now"-relative template differently.
         what = {k: v for k, v in content.items() if k not in ("shift", "time_shift", "send_time")}
-        if audiences == ["list_id"]:
-            validate("broadcast", {"list": self.list_id, **content})
+        if name == "list_id":
             return self._to_list(context, content, Fingerprint("broadcast", "list", self.list_id, what))
-        name = audiences[0]
-        validate("broadcast", {name: ["1"], **content})
         size = check_chunk_size("broadcast", self.chunk_size, DEFAULT_CHUNK_SIZE[name])
         rows = Rows(
             "broadcast",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from salebot_provider.api import batched, check_client_item
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size
+from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import Rows, open_path
 
@@ -95,6 +95,11 @@ class LoadClientsOperator(SalebotOperator):
         self.chunk_size = chunk_size
         self.output_path = output_path
         self.fail_on_item_error = fail_on_item_error
+        if is_literal(chunk_size):
+            check_chunk_size("load_clients", chunk_size, 500)
+        if isinstance(clients, list | tuple) and is_literal(clients):
+            for where, row in Rows("load_clients", "clients", clients):
+                _item(where, row)  # a mistake in a literal list shows when the DAG file is parsed
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check every row, then load; see the class docstring."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from salebot_provider.api import batched, check_param, validate
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size
+from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
 from salebot_provider.operators._sources import Rows, unique_ids
 
 if TYPE_CHECKING:
@@ -117,9 +117,15 @@ class SaveVariablesOperator(SalebotOperator):
         self.client_variables = client_variables
         self.chunk_size = chunk_size
         self.max_workers = max_workers
+        self._check(parsing=True)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        """Check everything, then write; see the class docstring."""
+    def _check(self, *, parsing: bool = False) -> tuple[int, int]:
+        """
+        Check which arguments are given and the values known so far; return chunk size and workers.
+
+        While the DAG file is parsed, values from a template or an XCom, and files, are left for
+        the task to check.
+        """
         given = [n for n in ("client_id", "clients", "client_variables") if getattr(self, n) is not None]
         if len(given) != 1 or (given == ["client_variables"]) == (self.variables is not None):
             raise SalebotValidationError(
@@ -127,8 +133,26 @@ class SaveVariablesOperator(SalebotOperator):
                 f"'client_variables' alone; got {', '.join(given + ['variables'] * bool(self.variables))}",
                 action="save_variables",
             )
-        size = check_chunk_size("save_variables", self.chunk_size, 500)
-        workers = check_chunk_size("save_variables", self.max_workers, 4, MAX_WORKERS)
+        size = workers = 0
+        if not parsing or is_literal(self.chunk_size):
+            size = check_chunk_size("save_variables", self.chunk_size, 500)
+        if not parsing or is_literal(self.max_workers):
+            workers = check_chunk_size("save_variables", self.max_workers, 4, MAX_WORKERS)
+        if parsing and self.variables is not None and is_literal(self.variables):
+            self._checked(f"client {self.client_id}" if self.client_id else "clients", self.variables)
+        if parsing and self.client_id is not None and is_literal(self.client_id):
+            check_param("save_variables", "id", "client_id", self.client_id)
+        if (
+            parsing
+            and isinstance(self.client_variables, Mapping | list)
+            and is_literal(self.client_variables)
+        ):
+            sum(1 for _ in self._per_client())
+        return size, workers
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Check everything, then write; see the class docstring."""
+        size, workers = self._check()
         if self.client_id is not None:
             variables = self._checked(f"client {self.client_id}", self.variables)
             validate("save_variables", {"client_id": self.client_id, "variables": variables})

@@ -320,3 +320,29 @@ def test_the_key_is_in_no_output(salebot_emulator: Any, capfd: Any, caplog: Any)
     out, err = capfd.readouterr()
     for text in (out, err, caplog.text, str(raised.value), repr(raised.value)):
         assert salebot_emulator.api_key not in text
+
+
+# ------------------------------------------------------------------------------ parse time
+
+
+def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
+    with pytest.raises(SalebotValidationError, match="give 'message', an attachment"):
+        BroadcastOperator(task_id="b", clients=[1, 2])
+    with pytest.raises(SalebotValidationError, match=r"clients\[1\]"):
+        BroadcastOperator(task_id="b", clients=[1, "two"], message="hi")
+    with pytest.raises(SalebotValidationError, match="chunk_size"):
+        BroadcastOperator(task_id="b", list_id=1, message="hi", chunk_size=-1)
+
+
+def test_templated_arguments_are_checked_when_the_task_runs(salebot_emulator: Any) -> None:
+    op = BroadcastOperator(
+        task_id="b",
+        clients="{{ ti.xcom_pull('find') }}",
+        message="{{ params.text }}",
+        send_time="{{ data_interval_end }}",
+        chunk_size="{{ params.size }}",
+    )
+    op.clients, op.message, op.send_time, op.chunk_size = "[1, 2]", "  ", "2030-01-01", "2"  # as rendered
+    with pytest.raises(SalebotValidationError, match="'message' must not be empty"):
+        op.execute({})
+    assert salebot_emulator.requests == []

@@ -166,3 +166,11 @@ def test_a_retry_never_reloads_rows_in_doubt(salebot_emulator: Any, store: State
     with pytest.raises(AirflowFailException, match="4 loaded, 0 failed, 2 in doubt"):
         load(clients=rows, chunk_size=2).execute({"task_state_store": store})
     assert len(sends(salebot_emulator, "load_clients")) == 3
+
+
+def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
+    with pytest.raises(SalebotValidationError, match=r"clients\[1\]' lacks 'client_type'"):
+        LoadClientsOperator(task_id="l", clients=[*telegram(1), {"platform_id": 1, "group_id": "g"}])
+    with pytest.raises(SalebotValidationError, match="chunk_size"):
+        LoadClientsOperator(task_id="l", clients="leads.csv", chunk_size=0)
+    LoadClientsOperator(task_id="l", clients="{{ params.leads }}", chunk_size="{{ params.size }}")

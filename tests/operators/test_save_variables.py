@@ -148,3 +148,14 @@ def test_a_failure_says_what_was_written(salebot_emulator: Any, monkeypatch: pyt
     assert f"1,000 of 1,500 clients written; a request for 500 clients (first {ids[500]}) failed" in text
     assert "a retry writes everything again, harmlessly" in text
     assert salebot_emulator.api_key not in text
+
+
+def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
+    with pytest.raises(SalebotValidationError, match="give 'variables'"):
+        SaveVariablesOperator(task_id="s", client_id=1)
+    with pytest.raises(SalebotValidationError, match="variable 'a' must be a string"):
+        SaveVariablesOperator(task_id="s", clients=[1], variables={"a": {"b": 1}})
+    with pytest.raises(SalebotValidationError, match=r"client_variables\[1\] \(client 2\), variable 'x'"):
+        SaveVariablesOperator(task_id="s", client_variables={1: {"x": 1}, 2: {"x": [2]}})
+    # Unknown until the task runs: checked then.
+    SaveVariablesOperator(task_id="s", client_id="{{ params.id }}", variables={"a": "{{ params.a }}"})
