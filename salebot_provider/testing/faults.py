@@ -40,6 +40,8 @@ class Fault:
         must not lead a client to send again.
     :param rate: the share of matching requests it hits, 0 to 1.
     :param times: stop after hitting this many requests; None for no end.
+    :param after: let this many matching requests pass untouched first (e.g. ``after=2, times=1``
+        hits the third): a fault in the middle of a chunked run.
     """
 
     action: str | None = None
@@ -51,7 +53,9 @@ class Fault:
     processed: bool = False
     rate: float = 1.0
     times: int | None = None
+    after: int = 0
     hits: int = field(default=0, init=False)
+    passed: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         # Checked here, not where a rule is used: a bad rule accepted now would fail every call later.
@@ -74,6 +78,8 @@ class Fault:
             raise ValueError(f"Fault rate must be a number between 0 and 1; got {self.rate!r}")
         if self.times is not None and (not _is_int(self.times) or self.times < 0):
             raise ValueError(f"Fault times must be a whole number, at least 0, or None; got {self.times!r}")
+        if not _is_int(self.after) or self.after < 0:
+            raise ValueError(f"Fault after must be a whole number, at least 0; got {self.after!r}")
         if self.processed and not self.fails:
             raise ValueError(
                 "Fault processed=True needs a failure to follow: status, html, invalid_json or reset"
@@ -179,6 +185,9 @@ class Faults:
                 if fault.action not in (None, action) or (
                     fault.times is not None and fault.hits >= fault.times
                 ):
+                    continue
+                if fault.passed < fault.after:
+                    fault.passed += 1
                     continue
                 if fault.fails and decision.failure is not None:
                     continue

@@ -530,6 +530,20 @@ def test_latency_range_is_drawn_within_bounds() -> None:
     assert faults.decide("get_clients").latency == 0
 
 
+def test_a_fault_can_let_requests_pass_first() -> None:
+    faults = Faults(0)
+    faults.add(Fault(action="broadcast", status=502, after=2, times=1))
+    hit = [faults.decide("broadcast").failure is not None for _ in range(5)]
+    assert hit == [False, False, True, False, False]
+    assert faults.decide("message").failure is None
+
+
+@pytest.mark.parametrize("after", [-1, 1.5, True, "2"])
+def test_a_bad_after_is_refused(after: object) -> None:
+    with pytest.raises(ValueError, match="Fault after must be a whole number"):
+        Fault(status=500, after=after)  # type: ignore[arg-type]
+
+
 def test_status_fault_before_processing(emu: SalebotEmulator) -> None:
     emu.inject("message", status=503, times=1)
     cid = first_client(emu)
