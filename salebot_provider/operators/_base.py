@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from salebot_provider.exceptions import SalebotValidationError
+from salebot_provider.api import redact
+from salebot_provider.exceptions import SalebotError, SalebotValidationError
 
 if TYPE_CHECKING:
     from salebot_provider.hooks.salebot import SalebotHook
@@ -39,24 +40,42 @@ class SalebotOperator(BaseOperator):
 MAX_CHUNK_SIZE = 5000
 
 
-def check_chunk_size(action: str, value: Any, default: int, limit: int = MAX_CHUNK_SIZE) -> int:
+def check_count(action: str, name: str, value: Any, default: int, limit: int = MAX_CHUNK_SIZE) -> int:
     """
-    Check an operator's ``chunk_size`` (a template renders a number as text, which is accepted).
+    Check a whole-number argument such as ``chunk_size`` (a template renders it as text: accepted).
 
     :param action: the action, for the error message.
+    :param name: the argument's name.
     :param value: the argument; None for ``default``.
-    :param default: the size used when none is given.
-    :param limit: the largest size allowed.
+    :param default: the number used when none is given.
+    :param limit: the largest number allowed.
     """
-    size = default if value is None else value
-    if isinstance(size, str) and size.strip().isdigit():
-        size = int(size)
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= limit:
+    number = default if value is None else value
+    if isinstance(number, str) and number.strip().isdigit():
+        number = int(number)
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= limit:
         raise SalebotValidationError(
-            f"Salebot {action}: 'chunk_size' must be a whole number from 1 to {limit}; got {size!r:.60}",
+            f"Salebot {action}: '{name}' must be a whole number from 1 to {limit}; got {number!r:.60}",
             action=action,
         )
-    return size
+    return number
+
+
+def check_flag(action: str, name: str, value: Any) -> bool:
+    """
+    Check a true/false argument; a template renders it as text, so ``"True"`` / ``"false"`` count.
+
+    :param action: the action, for the error message.
+    :param name: the argument's name.
+    :param value: the argument.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SalebotValidationError(
+        f"Salebot {action}: '{name}' must be True or False; got {value!r:.60}", action=action
+    )
 
 
 def is_literal(value: Any) -> bool:
@@ -75,3 +94,24 @@ def is_literal(value: Any) -> bool:
     if isinstance(value, list | tuple | set):
         return all(is_literal(v) for v in value)
     return True
+
+
+def interrupted(action: str, error: Exception, secret: str | None) -> SalebotError:
+    """
+    A failed send as a SalebotError; anything else (a task timeout, a bug) as one in doubt.
+
+    A request interrupted by something other than a Salebot error may have gone out: only the
+    hook knows when it surely did not, and then it raises a SalebotError saying so.
+
+    :param action: the action that was being sent.
+    :param error: what was raised.
+    :param secret: the API key, removed from the text.
+    """
+    if isinstance(error, SalebotError):
+        return error
+    return SalebotError(
+        f"Salebot {action}: the request was interrupted by {type(error).__name__}: "
+        f"{redact(str(error), secret)}",
+        action=action,
+        in_doubt=True,
+    )

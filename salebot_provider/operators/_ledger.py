@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,10 +64,13 @@ class Ledger:
         if saved is not None and (
             not isinstance(saved, dict) or saved.get("fingerprint") != digest or saved.get("total") != total
         ):
+            how_much = (
+                "all" if isinstance(saved, dict) and saved.get("cursor") == saved.get("total") else "part"
+            )
             raise SalebotValidationError(
-                f"Salebot {action}: an earlier try of this task instance sent part of a different input "
-                f"(its fingerprint differs), so resuming could message someone twice or skip someone. "
-                f"Give the retry the same input, or run it in a new DAG run; see {RESUME_DOCS}",
+                f"Salebot {action}: an earlier try of this task instance already sent {how_much} of a "
+                f"different input (its fingerprint differs), so going on could message someone twice or "
+                f"skip someone. Give it the same input, or run it in a new DAG run; see {RESUME_DOCS}",
                 action=action,
             )
         self.resumed = saved is not None
@@ -78,6 +84,12 @@ class Ledger:
             "counts": {},
             **(saved or {}),
         }
+        if self.resumed and self.cursor >= total and self.state["in_flight"] is None:
+            log.warning(
+                "Salebot %s: an earlier try of this task instance already tried every item of this "
+                "input; nothing is sent again. To send it again, trigger a new DAG run.",
+                action,
+            )
         if self.state["in_flight"] is not None:
             # A try died between sending a chunk and recording its end: it may have gone out.
             self.state["in_doubt"].append(self.state["in_flight"])
@@ -89,6 +101,11 @@ class Ledger:
     def durable(self) -> bool:
         """Whether the record survives the try (Airflow 3.3+ inside a task)."""
         return self.store is not None
+
+    @property
+    def total(self) -> int:
+        """How many items the input has."""
+        return int(self.state["total"])
 
     @property
     def cursor(self) -> int:
@@ -158,7 +175,7 @@ class Ledger:
         """The result a try kept for the chunk starting at ``start``, if any."""
         return self.store.get(f"{self.key}:{start}") if self.store is not None else None
 
-    def stopped(self, cause: SalebotError, account: str, hint: str = "") -> Exception:
+    def stopped(self, cause: SalebotError, account: str) -> Exception:
         """
         The error that ends a try which failed part-way, saying what went out and what did not.
 
@@ -168,13 +185,12 @@ class Ledger:
 
         :param cause: the error of the failed request.
         :param account: what was sent, in doubt and not sent, in words.
-        :param hint: what to do, when the caller knows better than the general advice.
         """
         text = f"Salebot {self.action} stopped part-way: {account}. Cause: {str(cause).rstrip('.')}"
         if self.durable:
             return SalebotError(
-                f"{text}. {hint or 'A retry of this task sends only what was not sent'}; nothing that "
-                "went out or is in doubt is ever resent.",
+                f"{text}. A retry of this task sends only what was not sent; nothing that went out or "
+                "is in doubt is ever resent.",
                 action=self.action,
                 in_doubt=bool(self.doubtful),
             )
@@ -182,8 +198,8 @@ class Ledger:
             return cause
         from airflow.providers.common.compat.sdk import AirflowFailException
 
+        rest = " To finish, run the task with only what was not sent." if self.cursor < self.total else ""
         return AirflowFailException(
             f"{text}. This Airflow keeps no task state (task_state_store, 3.3+), so a retry would send "
-            f"everything again: automatic retries are off for this failure. To finish, run the task "
-            f"with only what was not sent; see {RESUME_DOCS}"
+            f"everything again: automatic retries are off for this failure.{rest} See {RESUME_DOCS}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -21,10 +22,10 @@ def is_path(value: Any) -> bool:
     Whether an operator argument names a file rather than holding the values.
 
     A string is a path (local, or a URI such as ``s3://bucket/ids.csv``) unless it looks like a
-    JSON list, which is what an XCom rendered by a plain Jinja template becomes.
+    list or a mapping, which is what an XCom rendered by a plain Jinja template becomes.
     """
     if isinstance(value, str):
-        return not value.lstrip().startswith("[")
+        return not value.lstrip().startswith(("[", "{"))
     return isinstance(value, os.PathLike) or (hasattr(value, "open") and hasattr(value, "suffix"))
 
 
@@ -55,19 +56,45 @@ class Rows:
     :param value: a list, a JSON list as text, a local path, a URI or an ``ObjectStoragePath``.
     :param column: for ids: the column (CSV) or key (JSON Lines) that holds the id; None for whole
         records (a CSV row or a JSON object each).
+    :param keyed: for records given as a mapping: the names of its keys and of its values in each
+        record, e.g. ``("client_id", "variables")``.
     """
 
-    def __init__(self, action: str, param: str, value: Any, *, column: str | None = None) -> None:
+    def __init__(
+        self,
+        action: str,
+        param: str,
+        value: Any,
+        *,
+        column: str | None = None,
+        keyed: tuple[str, str] | None = None,
+    ) -> None:
         self.action, self.param, self.column = action, param, column
         self.path = open_path(value) if is_path(value) else None
         if self.path is None:
-            items = json.loads(value) if isinstance(value, str) else value
+            items = self._text(value) if isinstance(value, str) else value
+            if isinstance(items, Mapping) and keyed is not None:
+                items = [{keyed[0]: k, keyed[1]: v} for k, v in items.items()]
             if isinstance(items, Mapping) or not isinstance(items, list | tuple):
                 kind = type(items).__name__
                 raise self.error(f"'{param}' must be a list, or the path of a file; got {kind}")
             self.items: list[Any] | tuple[Any, ...] = items
         elif column is None and self.suffix not in (*JSONL_SUFFIXES, ".csv"):
             raise self.error(f"'{param}' must be a .jsonl or .csv file; got {self.path}")
+
+    def _text(self, value: str) -> Any:
+        """A list or mapping rendered as text: JSON, or Python's repr of it (what Jinja renders)."""
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+        try:
+            return ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise self.error(
+                f"'{self.param}' is text that is neither a JSON list nor a Python literal; pass the "
+                "upstream task's output (an XComArg) or a file's path"
+            ) from None
 
     @property
     def suffix(self) -> str:
@@ -92,7 +119,7 @@ class Rows:
                     yield from self._jsonl(text)
                 else:
                     yield from self._lines(text)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise self.error(f"cannot read '{self.param}' from {self.path}: {exc}") from exc
 
     def _where(self, line: int) -> str:
@@ -132,6 +159,8 @@ class Rows:
             where = self._where(reader.line_num)
             if None in row:
                 raise self.error(f"{where} has more values than the header has columns")
+            if None in row.values():
+                raise self.error(f"{where} has fewer values than the header has columns")
             yield where, row if self.column is None else row[self.column].strip()
 
 
@@ -143,9 +172,10 @@ def unique_ids(rows: Rows, kind: str) -> Iterator[tuple[str, Any]]:
     :param kind: ``"id"`` for client ids, ``"key"`` for messenger ids.
     :raises SalebotValidationError: naming the first bad id and where it is.
     """
-    seen: set[str] = set()
+    seen: set[Any] = set()
     for where, raw in rows:
         value = check_param(rows.action, kind, where, raw.strip() if isinstance(raw, str) else raw)
-        if str(value) not in seen:
-            seen.add(str(value))
+        key = int(value) if kind == "id" else str(value)  # "007" is client 7
+        if key not in seen:
+            seen.add(key)
             yield where, value

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 from salebot_provider.api import SEND_TIME_FORMAT, batched, validate
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
+from salebot_provider.operators._base import SalebotOperator, check_count, interrupted, is_literal
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import Rows, unique_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: (send_callback_by_platform_id). At the vendor's ~1 request/second that is 30,000 clients a minute,
 #: while a failed request leaves at most one chunk in doubt.
 DEFAULT_CHUNK_SIZE = {"clients": 500, "platform_ids": 300}
+#: Salebot's own pause between two messages of a broadcast, in seconds, when ``shift`` is not given.
+SALEBOT_SHIFT = 0.2
 #: Valid stand-ins for arguments that come from a template or an XCom, while the DAG file is parsed.
 _PLACEHOLDERS: dict[str, Any] = {
     "message": "text",
@@ -173,7 +175,7 @@ class BroadcastOperator(SalebotOperator):
             audience = ["1"]  # ids from a file, a template or an XCom are checked as they are read
         validate("broadcast", {name: audience, **content})
         if not parsing or is_literal(self.chunk_size):
-            check_chunk_size("broadcast", self.chunk_size, DEFAULT_CHUNK_SIZE.get(name, 1))
+            check_count("broadcast", "chunk_size", self.chunk_size, DEFAULT_CHUNK_SIZE.get(name, 1))
         return name, content
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -183,7 +185,7 @@ class BroadcastOperator(SalebotOperator):
         what = {k: v for k, v in content.items() if k not in ("shift", "time_shift", "send_time")}
         if name == "list_id":
             return self._to_list(context, content, Fingerprint("broadcast", "list", self.list_id, what))
-        size = check_chunk_size("broadcast", self.chunk_size, DEFAULT_CHUNK_SIZE[name])
+        size = check_count("broadcast", "chunk_size", self.chunk_size, DEFAULT_CHUNK_SIZE[name])
         rows = Rows(
             "broadcast",
             name,
@@ -229,11 +231,12 @@ class BroadcastOperator(SalebotOperator):
     ) -> None:
         from salebot_provider.hooks.salebot import Progress
 
+        secret = self.hook.settings.api_key  # the connection is read before anything is sent
         total, start = ledger.get("total"), ledger.cursor
         if ledger.resumed:
-            self.log.info(
-                "Salebot broadcast: resuming after an earlier try: %s sent, %s in doubt (not resent), "
-                "%s to send",
+            self.log.warning(
+                "Salebot broadcast: an earlier try of this task instance sent %s and left %s in doubt "
+                "(never resent); %s to send now",
                 f"{ledger.count('sent'):,}",
                 f"{ledger.doubtful:,}",
                 f"{total - start:,}",
@@ -241,16 +244,27 @@ class BroadcastOperator(SalebotOperator):
         progress = Progress(self.log, "Salebot broadcast: recipients", total)
         progress.done = start
         pending = itertools.islice(ids, start, None)
+        gap = float(content.get("shift", SALEBOT_SHIFT))
         for chunk in batched(pending, size):
             end = start + len(chunk)
-            schedule = self._schedule(ledger, len(chunk), content)
+            schedule, latest = self._schedule(ledger, content)
             ledger.begin(start, end)
             try:
                 self.hook.broadcast(**{**content, **schedule, name: chunk})
-            except SalebotError as exc:
-                ledger.failed(exc.in_doubt)
-                first = chunk[0] if not exc.in_doubt else next(pending, None)
-                raise ledger.stopped(exc, self._account(ledger, name, first)) from None
+            except Exception as exc:
+                error = interrupted("broadcast", exc, secret)
+                ledger.failed(error.in_doubt)
+                if error.in_doubt:
+                    self.log.warning(
+                        "Salebot broadcast: %s ids in doubt (not resent): %s",
+                        name,
+                        ", ".join(map(str, chunk)),
+                    )
+                first = chunk[0] if not error.in_doubt else next(pending, None)
+                account = self._account(ledger, name, chunk if error.in_doubt else [], first)
+                raise ledger.stopped(error, account) from None
+            # The vendor had the request by now, so the chunk began by ``latest(now)`` at the latest.
+            ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
             ledger.done(end, sent=len(chunk))
             progress.add(len(chunk))
             start = end
@@ -261,46 +275,51 @@ class BroadcastOperator(SalebotOperator):
             ledger.requests,
         )
 
-    def _account(self, ledger: Ledger, name: str, first_unsent: Any) -> str:
+    def _account(self, ledger: Ledger, name: str, doubtful: list[Any], first_unsent: Any) -> str:
         not_sent = ledger.get("total") - ledger.cursor
         text = (
             f"{ledger.count('sent'):,} recipients sent, {ledger.doubtful:,} in doubt (it may have been "
             f"processed; not resent), {not_sent:,} not sent"
         )
+        if doubtful:
+            more = ", ..." if len(doubtful) > SHOWN_IDS else ""
+            text += f"; in doubt now: {', '.join(map(str, doubtful[:SHOWN_IDS]))}{more} (all in the log)"
         if first_unsent is not None and not_sent:
             noun = "client id" if name == "clients" else "messenger id"
-            text += f"; the first not sent is {noun} {first_unsent}"
+            text += (
+                f"; the first not sent is {noun} {first_unsent}, number {ledger.cursor + 1:,} of the input "
+                "counting each id once"
+            )
         return text
 
-    def _schedule(self, ledger: Ledger, count: int, content: Mapping[str, Any]) -> dict[str, Any]:
+    def _schedule(
+        self, ledger: Ledger, content: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], Callable[[float], float]]:
         """
-        When this chunk starts: where the previous chunk's sequence ends, when ``shift`` is set.
+        When the next chunk starts: where the previous chunk's sequence ends.
 
-        The first chunk starts when the user asked (``send_time``, ``time_shift`` or now); each
-        next one ``count * shift`` seconds after the one before, or now if that moment has passed
-        (a retry that comes late). Moments are whole seconds, rounded up so chunks never overlap.
+        The first chunk starts when the user asked (``send_time``, ``time_shift`` or at once);
+        each next one where the previous one's sequence ends, or at once if that moment has
+        passed (a retry that comes late). Later moments are whole seconds, rounded up, so that
+        sequences never overlap. Returns the schedule to send and a function giving, from when
+        the reply came, the latest moment the chunk can have begun.
         """
-        if self.shift is None:
-            return {}
-        shift = float(content["shift"])
         now = time.time()
         planned = ledger.get("next_start")
         if planned is None:
-            send_time = content.get("send_time")
-            if send_time is not None:
-                planned = _epoch(send_time, self.hook.settings.timezone)
-            else:
-                planned = now + float(content.get("time_shift", 0))
-        schedule: dict[str, Any]
+            schedule = {k: content[k] for k in ("time_shift", "send_time") if k in content}
+            if "send_time" in content:
+                planned = _epoch(content["send_time"], self.hook.settings.timezone)
+                return schedule, lambda replied: max(planned, replied)
+            delay = float(content.get("time_shift", 0))
+            return schedule, lambda replied: replied + delay
         if "send_time" in content:
             begins = float(math.ceil(max(planned, now)))
-            schedule = {"send_time": dt.datetime.fromtimestamp(begins, dt.timezone.utc)}
-        else:
-            delay = math.ceil(max(planned - now, 0.0))
-            begins = now + delay
-            schedule = {"time_shift": delay} if delay or "time_shift" in content else {}
-        ledger.set("next_start", begins + count * shift)
-        return schedule
+            moment = dt.datetime.fromtimestamp(begins, dt.timezone.utc)
+            return {"send_time": moment}, lambda replied: max(begins, replied)
+        wait = math.ceil(max(planned - now, 0.0))
+        schedule = {"time_shift": wait} if wait or "time_shift" in content else {}
+        return schedule, lambda replied: replied + wait
 
     def _in_doubt(self, ledger: Ledger, name: str, rows: Rows, kind: str) -> Exception:
         """The failure that ends a broadcast whose every chunk was tried, some of them in doubt."""

@@ -9,8 +9,8 @@ import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from salebot_provider.api import batched, check_client_item
-from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
+from salebot_provider.exceptions import SalebotValidationError
+from salebot_provider.operators._base import SalebotOperator, check_count, check_flag, interrupted, is_literal
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import Rows, open_path
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 #: The most client ids returned in the XCom; more go to ``output_path``.
 MAX_XCOM_IDS = 10_000
+#: The most in-doubt rows named in an error (all of them are in ``output_path``).
+SHOWN_ROWS = 20
 #: The most failures listed in the XCom (all of them are in ``output_path``).
 MAX_XCOM_FAILURES = 100
 FIELDS = ("platform_id", "group_id", "client_type")
@@ -75,7 +77,8 @@ class LoadClientsOperator(SalebotOperator):
     :param salebot_conn_id: the Airflow connection of type ``salebot``.
     :return: ``{"loaded": n, "failed": m, "failures": [first 100 {"item", "reason"}],
         "client_ids": [the loaded rows' ids, in input order; None over 10,000 rows],
-        "path": output_path or None}``.
+        "path": output_path or None}``. The ids are also pushed as the XCom ``client_ids``, so a
+        downstream task takes them as ``load.output["client_ids"]``.
     """
 
     template_fields: Sequence[str] = ("clients", "chunk_size", "output_path", "fail_on_item_error")
@@ -96,14 +99,15 @@ class LoadClientsOperator(SalebotOperator):
         self.output_path = output_path
         self.fail_on_item_error = fail_on_item_error
         if is_literal(chunk_size):
-            check_chunk_size("load_clients", chunk_size, 500)
+            check_count("load_clients", "chunk_size", chunk_size, 500)
         if isinstance(clients, list | tuple) and is_literal(clients):
             for where, row in Rows("load_clients", "clients", clients):
                 _item(where, row)  # a mistake in a literal list shows when the DAG file is parsed
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check every row, then load; see the class docstring."""
-        size = check_chunk_size("load_clients", self.chunk_size, 500)
+        size = check_count("load_clients", "chunk_size", self.chunk_size, 500)
+        fail_on_item_error = check_flag("load_clients", "fail_on_item_error", self.fail_on_item_error)
         rows = Rows("load_clients", "clients", self.clients)
         fingerprint = Fingerprint("load_clients", size)
         total = 0
@@ -117,46 +121,55 @@ class LoadClientsOperator(SalebotOperator):
                 action="load_clients",
             )
         ledger = Ledger(context, "load_clients", fingerprint.digest, total)
+        secret = self.hook.settings.api_key  # the connection is read before anything is sent
         items = (_item(where, row) for where, row in rows)
         with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
             self._earlier(ledger, items, size, spool)
             try:
                 self._load(ledger, items, size, spool)
-            except SalebotError as exc:
+            except Exception as exc:
+                error = interrupted("load_clients", exc, secret)
                 for item in items:
                     _write(spool, item, None, "not_tried")
                 self._output(spool)
-                raise ledger.stopped(exc, self._account(ledger)) from None
-            summary = self._summary(spool, total)
+                raise ledger.stopped(error, self._account(ledger)) from None
+            summary, doubtful = self._summary(spool, total)
         self.log.info(
             "Salebot load_clients: %s rows: %s loaded, %s failed, %s in doubt",
             f"{total:,}",
             f"{summary['loaded']:,}",
             f"{summary['failed']:,}",
-            f"{ledger.doubtful:,}",
+            f"{len(doubtful):,}",
         )
-        if ledger.in_doubt or (summary["failed"] and self.fail_on_item_error):
+        if doubtful or (summary["failed"] and fail_on_item_error):
             from airflow.providers.common.compat.sdk import AirflowFailException
 
+            rows_in_doubt = (
+                f" (rows {', '.join(map(str, doubtful[:20]))}{', ...' if len(doubtful) > 20 else ''})"
+            )
             raise AirflowFailException(
                 f"Salebot load_clients: every row was tried: {summary['loaded']:,} loaded, "
-                f"{summary['failed']:,} failed, {ledger.doubtful:,} in doubt (their request may have been "
-                f"processed; not resent). First failures: {summary['failures'][:5]}"
+                f"{summary['failed']:,} failed, {len(doubtful):,} in doubt"
+                f"{rows_in_doubt if doubtful else ''}: a request or its reply failed after it may have "
+                f"been processed; not resent. First failures: {summary['failures'][:5]}"
                 + (f". Every row's outcome is in {summary['path']}" if summary["path"] else "")
             )
+        if summary["client_ids"] is not None and context.get("ti") is not None:
+            # So that a downstream task can take them as ``load.output["client_ids"]``.
+            context["ti"].xcom_push(key="client_ids", value=summary["client_ids"])
         return summary
 
     def _earlier(self, ledger: Ledger, items: Iterator[dict[str, Any]], size: int, spool: IO[str]) -> None:
         """Write the outcome of the rows that earlier tries of this task instance handled."""
         for start in range(0, ledger.cursor, size):
             chunk = list(itertools.islice(items, size))
+            outcome: list[tuple[str, Any, str | None]]
             if any(a <= start < b for a, b in ledger.in_doubt):
-                for item in chunk:
-                    _write(spool, item, None, "in_doubt", "the request may have been processed")
-                continue
-            kept = ledger.kept(start) or [(None, None)] * len(chunk)
-            for item, (client_id, reason) in zip(chunk, kept, strict=True):
-                _write(spool, item, client_id, "failed" if reason else "loaded", reason)
+                outcome = [("in_doubt", None, "its request may have been processed")] * len(chunk)
+            else:
+                outcome = _unpack(ledger.kept(start), len(chunk))
+            for item, (status, client_id, reason) in zip(chunk, outcome, strict=True):
+                _write(spool, item, client_id, status, reason)
 
     def _load(self, ledger: Ledger, items: Iterator[dict[str, Any]], size: int, spool: IO[str]) -> None:
         from salebot_provider.hooks.salebot import Progress
@@ -169,26 +182,33 @@ class LoadClientsOperator(SalebotOperator):
             ledger.begin(start, end)
             try:
                 reply = self.hook.load_clients(chunk)
-            except SalebotError as exc:
-                ledger.failed(exc.in_doubt)
+            except Exception as exc:
+                in_doubt = interrupted("load_clients", exc, None).in_doubt
+                ledger.failed(in_doubt)
                 for item in chunk:
-                    if exc.in_doubt:
-                        _write(spool, item, None, "in_doubt", "the request may have been processed")
+                    if in_doubt:
+                        _write(spool, item, None, "in_doubt", "its request may have been processed")
                     else:
                         _write(spool, item, None, "not_tried")
+                if in_doubt:
+                    self.log.warning(
+                        "Salebot load_clients: %s in doubt (not resent)", _rows_text(start + 1, end)
+                    )
                 raise
             outcome = _outcome(chunk, reply)
-            for item, (client_id, reason) in zip(chunk, outcome, strict=True):
-                _write(spool, item, client_id, "failed" if reason else "loaded", reason)
-            ledger.keep(start, outcome)
-            failed = sum(1 for _, reason in outcome if reason)
-            ledger.done(end, loaded=len(chunk) - failed, failed=failed)
+            for item, (status, client_id, reason) in zip(chunk, outcome, strict=True):
+                _write(spool, item, client_id, status, reason)
+            ledger.keep(start, _pack(outcome))
+            counts = {status: sum(1 for o in outcome if o[0] == status) for status in STATUSES}
+            ledger.done(end, **counts)
             progress.add(len(chunk))
             start = end
 
     def _account(self, ledger: Ledger) -> str:
         total, cursor = ledger.get("total"), ledger.cursor
         parts = [f"{ledger.count('loaded'):,} rows loaded, {ledger.count('failed'):,} failed"]
+        if ledger.count("in_doubt"):
+            parts.append(f"{ledger.count('in_doubt'):,} rows not accounted for in Salebot's replies")
         parts += [f"{_rows_text(a + 1, b)} in doubt" for a, b in ledger.in_doubt]
         if cursor < total:
             parts.append(f"{_rows_text(cursor + 1, total)} not tried")
@@ -203,43 +223,84 @@ class LoadClientsOperator(SalebotOperator):
             shutil.copyfileobj(spool, out)
         return str(self.output_path)
 
-    def _summary(self, spool: IO[str], total: int) -> dict[str, Any]:
+    def _summary(self, spool: IO[str], total: int) -> tuple[dict[str, Any], list[int]]:
+        """The XCom summary, from every row's outcome; and the rows (from 1) in doubt."""
         loaded = failed = 0
         failures: list[dict[str, Any]] = []
+        doubtful: list[int] = []
         client_ids: list[Any] | None = [] if total <= MAX_XCOM_IDS else None
         spool.seek(0)
-        for line in spool:
+        for number, line in enumerate(spool, 1):
             row = json.loads(line)
-            loaded += row["status"] == "loaded"
-            if row["status"] == "failed":
+            if row["status"] == "loaded":
+                loaded += 1
+                if client_ids is not None:
+                    client_ids.append(row["id"])
+            elif row["status"] == "failed":
                 failed += 1
                 if len(failures) < MAX_XCOM_FAILURES:
                     failures.append({"item": row["item"], "reason": row["reason"]})
-            if client_ids is not None and row["status"] == "loaded":
-                client_ids.append(row["id"])
-        return {
+            else:
+                doubtful.append(number)
+        summary = {
             "loaded": loaded,
             "failed": failed,
             "failures": failures,
             "client_ids": client_ids,
             "path": self._output(spool),
         }
+        return summary, doubtful
 
 
-def _outcome(chunk: list[dict[str, Any]], reply: Any) -> list[tuple[Any, str | None]]:
-    """Each row's ``(id, None)`` or ``(None, reason)``, from the reply's items in request order."""
+#: What a loaded chunk's rows can end as.
+STATUSES = ("loaded", "failed", "in_doubt")
+
+
+def _platform(value: Any) -> str:
+    return str(value).strip().removesuffix("@s.whatsapp.net")
+
+
+def _outcome(chunk: list[dict[str, Any]], reply: Any) -> list[tuple[str, Any, str | None]]:
+    """
+    Each row's ``(status, id, reason)`` from the reply's items, which come in request order.
+
+    Salebot echoes each item's fields; a reply item that does not echo its row's (or is missing)
+    leaves the row in doubt: its request was processed, but which id is whose is unknown.
+    """
     replied = reply.get("items") if isinstance(reply, dict) else None
     replied = replied if isinstance(replied, list) else []
-    outcome: list[tuple[Any, str | None]] = []
-    for index in range(len(chunk)):
+    outcome: list[tuple[str, Any, str | None]] = []
+    for index, item in enumerate(chunk):
         got = replied[index] if index < len(replied) else None
-        if not isinstance(got, dict):
-            outcome.append((None, "Salebot's reply did not account for this row"))
+        if not isinstance(got, dict) or any(
+            key in got and _platform(got[key]) != _platform(item[key]) for key in FIELDS
+        ):
+            outcome.append(("in_doubt", None, "Salebot's reply did not account for this row"))
         elif got.get("status") == "success" and got.get("id") is not None:
-            outcome.append((got["id"], None))
+            outcome.append(("loaded", got["id"], None))
         else:
             reason = got.get("message") or got.get("status") or "no id in Salebot's reply"
-            outcome.append((None, str(reason)[:200]))
+            outcome.append(("failed", None, str(reason)[:200]))
+    return outcome
+
+
+def _pack(outcome: list[tuple[str, Any, str | None]]) -> dict[str, Any]:
+    """A chunk's outcome, small enough for task_state_store: ids, and each reason once."""
+    reasons: dict[str, list[int]] = {}
+    for index, (status, _, reason) in enumerate(outcome):
+        if status != "loaded":
+            reasons.setdefault(f"{status}:{reason}", []).append(index)
+    return {"ids": [client_id for _, client_id, _ in outcome], "reasons": reasons}
+
+
+def _unpack(kept: Any, count: int) -> list[tuple[str, Any, str | None]]:
+    if not isinstance(kept, dict) or len(kept.get("ids", ())) != count:
+        return [("in_doubt", None, "an earlier try loaded it; its outcome was not kept")] * count
+    outcome: list[tuple[str, Any, str | None]] = [("loaded", i, None) for i in kept["ids"]]
+    for key, indexes in kept["reasons"].items():
+        status, _, reason = key.partition(":")
+        for index in indexes:
+            outcome[index] = (status, None, reason)
     return outcome
 
 

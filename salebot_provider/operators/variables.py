@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from salebot_provider.api import batched, check_param, validate
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_chunk_size, is_literal
+from salebot_provider.operators._base import SalebotOperator, check_count, is_literal
 from salebot_provider.operators._sources import Rows, unique_ids
 
 if TYPE_CHECKING:
@@ -135,9 +135,9 @@ class SaveVariablesOperator(SalebotOperator):
             )
         size = workers = 0
         if not parsing or is_literal(self.chunk_size):
-            size = check_chunk_size("save_variables", self.chunk_size, 500)
+            size = check_count("save_variables", "chunk_size", self.chunk_size, 500)
         if not parsing or is_literal(self.max_workers):
-            workers = check_chunk_size("save_variables", self.max_workers, 4, MAX_WORKERS)
+            workers = check_count("save_variables", "max_workers", self.max_workers, 4, MAX_WORKERS)
         if parsing and self.variables is not None and is_literal(self.variables):
             self._checked(f"client {self.client_id}" if self.client_id else "clients", self.variables)
         if parsing and self.client_id is not None and is_literal(self.client_id):
@@ -166,7 +166,8 @@ class SaveVariablesOperator(SalebotOperator):
             requests = ((variables, chunk) for chunk in batched(ids, size))
             return self._run(requests, workers, total)
         source = self._per_client()
-        total = sum(1 for _ in source)
+        # Reading it all once checks every row before the first request, and counts the clients.
+        total = sum(len(request[1]) for request in self._grouped(source, size) if request is not None)
         return self._run(self._grouped(source, size), workers, total)
 
     def _checked(self, where: str, variables: Any) -> dict[str, Any]:
@@ -179,10 +180,10 @@ class SaveVariablesOperator(SalebotOperator):
         return {name: _value(where, name, value) for name, value in variables.items()}
 
     def _per_client(self) -> _PerClient:
-        value = self.client_variables
-        if isinstance(value, Mapping):
-            value = [{"client_id": k, "variables": v} for k, v in value.items()]
-        return _PerClient(Rows("save_variables", "client_variables", value), self._checked)
+        rows = Rows(
+            "save_variables", "client_variables", self.client_variables, keyed=("client_id", "variables")
+        )
+        return _PerClient(rows, self._checked)
 
     def _grouped(self, source: Iterable[tuple[Any, dict[str, Any]]], size: int) -> Iterator[Any]:
         """Requests of one round after another: clients with identical variables in one request."""

@@ -190,10 +190,22 @@ def test_send_time_forms_and_pacing_across_chunks(salebot_emulator: Any, send_ti
     ]
 
 
-def test_without_shift_the_schedule_is_passed_as_given(salebot_emulator: Any) -> None:
+def test_without_shift_chunks_are_paced_at_salebots_own_pause(salebot_emulator: Any) -> None:
     ids = salebot_emulator.seed_clients(4, seed=8, with_deals=False)
     broadcast(clients=ids, chunk_size=2, time_shift=60).execute({})
-    assert [r.body["time_shift"] for r in sends(salebot_emulator, "broadcast")] == [60, 60]
+    # The second chunk begins after the first's two messages at Salebot's default 0.2 s apart.
+    assert [r.body["time_shift"] for r in sends(salebot_emulator, "broadcast")] == [60, 61]
+    assert "shift" not in sends(salebot_emulator, "broadcast")[0].body
+
+
+def test_a_slow_request_never_makes_chunks_overlap(salebot_emulator: Any) -> None:
+    ids = salebot_emulator.seed_clients(30, seed=18, with_deals=False)
+    op = broadcast(clients=ids, shift=0.2, chunk_size=10)
+    fault_on_call(op.hook, "broadcast", salebot_emulator, 2, latency=2.0)
+    op.execute({})
+    due = [item.due_at for item in sorted(salebot_emulator.outbox, key=lambda item: item.due_at)]
+    assert [item.client_id for item in sorted(salebot_emulator.outbox, key=lambda i: i.due_at)] == ids
+    assert all(b - a >= 0.2 - 1e-6 for a, b in itertools.pairwise(due))
 
 
 # ------------------------------------------------------------------------------ failures
@@ -206,8 +218,9 @@ def test_a_mid_way_502_without_task_state_fails_for_good_with_the_counts(salebot
     with pytest.raises(AirflowFailException) as raised:
         op.execute({})
     text = str(raised.value)
-    assert "500 recipients sent, 500 in doubt" in text
-    assert f"200 not sent; the first not sent is client id {ids[1000]}" in text
+    assert "500 recipients sent, 500 in doubt (it may have been processed; not resent), 200 not sent" in text
+    assert f"in doubt now: {ids[500]}, {ids[501]}," in text
+    assert f"the first not sent is client id {ids[1000]}, number 1,001 of the input" in text
     assert "automatic retries are off" in text
     assert recipients(salebot_emulator) == ids[:1000]  # the 502 came after processing
     assert len(sends(salebot_emulator, "broadcast")) == 2  # the in-doubt chunk was not resent
@@ -311,6 +324,33 @@ def test_the_progress_record_stays_small(salebot_emulator: Any, store: StateStor
     assert store.data["salebot_broadcast"]["counts"] == {"sent": 20_000}
 
 
+def test_an_interruption_that_is_not_a_salebot_error_counts_as_in_doubt(
+    salebot_emulator: Any, store: StateStore
+) -> None:
+    ids = salebot_emulator.seed_clients(1200, seed=19, with_deals=False)
+    op = broadcast(clients=ids)
+    real = op.hook.broadcast
+
+    def timed_out(**kwargs: Any) -> Any:
+        if len(sends(salebot_emulator, "broadcast")) == 1:
+            real(**kwargs)
+            raise TimeoutError("execution_timeout")  # e.g. AirflowTaskTimeout, after it went out
+        return real(**kwargs)
+
+    op.hook.broadcast = timed_out  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match="interrupted by TimeoutError"):
+        op.execute({})
+    salebot_emulator.reset()
+    ids = salebot_emulator.seed_clients(1200, seed=19, with_deals=False)
+    op = broadcast(clients=ids)
+    op.hook.broadcast = timed_out  # type: ignore[method-assign]
+    with pytest.raises(SalebotError, match="500 recipients sent, 500 in doubt"):
+        op.execute({"task_state_store": store})
+    with pytest.raises(AirflowFailException, match="700 sent, 500 in doubt"):
+        broadcast(clients=ids).execute({"task_state_store": store})
+    assert recipients(salebot_emulator) == ids
+
+
 def test_the_key_is_in_no_output(salebot_emulator: Any, capfd: Any, caplog: Any) -> None:
     ids = salebot_emulator.seed_clients(600, seed=17, with_deals=False)
     op = broadcast(clients=ids)
@@ -346,3 +386,39 @@ def test_templated_arguments_are_checked_when_the_task_runs(salebot_emulator: An
     with pytest.raises(SalebotValidationError, match="'message' must not be empty"):
         op.execute({})
     assert salebot_emulator.requests == []
+
+
+def test_ids_with_leading_zeros_are_one_client(salebot_emulator: Any) -> None:
+    ids = salebot_emulator.seed_clients(2, seed=20, with_deals=False)
+    result = broadcast(clients=[ids[0], f"00{ids[0]}", ids[1]]).execute({})
+    assert result["recipients"] == 2
+    assert recipients(salebot_emulator) == ids
+
+
+def test_a_python_list_rendered_as_text_is_read(salebot_emulator: Any) -> None:
+    first = salebot_emulator.add_client("111", client_type=1, group="shop_bot")
+    op = broadcast(platform_ids="{{ ti.xcom_pull('find') }}", group_id="shop_bot")
+    op.platform_ids = "['111']"  # a plain template renders a list of strings with single quotes
+    assert op.execute({})["recipients"] == 1
+    assert recipients(salebot_emulator) == [first]
+    op.platform_ids = "[1, 2"
+    with pytest.raises(SalebotValidationError, match="neither a JSON list nor a Python literal"):
+        op.execute({})
+
+
+def test_a_hundred_thousand_ids_from_a_file(salebot_emulator: Any, tmp_path: Any) -> None:
+    ids = salebot_emulator.seed_clients(100_000, seed=21, with_deals=False)
+    path = tmp_path / "ids.csv"
+    path.write_text("client_id\n" + "\n".join(map(str, ids)) + "\n")
+    assert broadcast(clients=f"file://{path}").execute({})["requests"] == 200
+    assert recipients(salebot_emulator) == ids
+
+
+def test_a_clear_after_success_sends_nothing_again(
+    salebot_emulator: Any, store: StateStore, caplog: Any
+) -> None:
+    ids = salebot_emulator.seed_clients(3, seed=22, with_deals=False)
+    broadcast(clients=ids).execute({"task_state_store": store})
+    assert broadcast(clients=ids).execute({"task_state_store": store})["recipients"] == 3
+    assert len(sends(salebot_emulator, "broadcast")) == 1
+    assert "nothing is sent again" in caplog.text

@@ -174,3 +174,62 @@ def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
     with pytest.raises(SalebotValidationError, match="chunk_size"):
         LoadClientsOperator(task_id="l", clients="leads.csv", chunk_size=0)
     LoadClientsOperator(task_id="l", clients="{{ params.leads }}", chunk_size="{{ params.size }}")
+
+
+@pytest.mark.parametrize("count", [0, 1, 500, 501])
+def test_chunk_boundaries(salebot_emulator: Any, count: int) -> None:
+    result = load(clients=telegram(count)).execute({})
+    assert result["loaded"] == count
+    assert len(set(result["client_ids"])) == count
+    assert [len(r.body) for r in sends(salebot_emulator, "load_clients")] == [
+        min(500, count - i) for i in range(0, count, 500)
+    ]
+
+
+def test_fail_on_item_error_rendered_as_text(salebot_emulator: Any) -> None:
+    rows = [{"platform_id": 7, "group_id": "nope", "client_type": 1}]
+    op = load(clients=rows, fail_on_item_error="{{ params.strict }}")
+    op.fail_on_item_error = "False"  # as rendered
+    assert op.execute({})["failed"] == 1
+    op.fail_on_item_error = "maybe"
+    with pytest.raises(SalebotValidationError, match="'fail_on_item_error' must be True or False"):
+        op.execute({})
+
+
+def test_a_reply_that_does_not_echo_a_row_leaves_it_in_doubt(salebot_emulator: Any) -> None:
+    op = load(clients=telegram(3))
+    real = op.hook.load_clients
+
+    def reordered(chunk: Any) -> Any:
+        reply = real(chunk)
+        reply["items"] = [reply["items"][0], reply["items"][2]]  # one missing, one out of place
+        return reply
+
+    op.hook.load_clients = reordered  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match=r"1 loaded, 0 failed, 2 in doubt \(rows 2, 3\)"):
+        op.execute({})
+
+
+def test_a_retry_keeps_the_earlier_tries_failures(salebot_emulator: Any, store: StateStore) -> None:
+    rows = [{"platform_id": 7, "group_id": "nope", "client_type": 1}, *telegram(3)]
+    first = load(clients=rows, chunk_size=2, fail_on_item_error=False)
+    fault_on_call(first.hook, "load_clients", salebot_emulator, 2, status=400)
+    with pytest.raises(SalebotError, match="1 rows loaded, 1 failed; rows 3-4 not tried"):
+        first.execute({"task_state_store": store})
+    result = load(clients=rows, chunk_size=2, fail_on_item_error=False).execute({"task_state_store": store})
+    assert (result["loaded"], result["failed"]) == (3, 1)
+    assert result["failures"] == [
+        {"item": rows[0], "reason": "No connected channel with group_id nope and this client_type"}
+    ]
+    assert len(store.data["salebot_load_clients:0"]["ids"]) == 2
+
+
+def test_the_key_is_in_no_output(salebot_emulator: Any, tmp_path: Any, capfd: Any, caplog: Any) -> None:
+    op = load(clients=telegram(4), chunk_size=2, output_path=str(tmp_path / "out.jsonl"))
+    fault_on_call(op.hook, "load_clients", salebot_emulator, 2, status=502)
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute({})
+    out, err = capfd.readouterr()
+    written = (tmp_path / "out.jsonl").read_text()
+    for text in (out, err, caplog.text, str(raised.value), repr(raised.value), written):
+        assert salebot_emulator.api_key not in text

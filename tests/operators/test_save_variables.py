@@ -31,7 +31,7 @@ def save(**kwargs: Any) -> SaveVariablesOperator:
         ({"client_variables": {5: {"a": {"b": 1}}}}, "client_variables[0] (client 5), variable 'a'"),
         ({"client_variables": [{"client_id": 5, "variables": {"": 1}}]}, "variable name"),
         ({"client_variables": [{"variables": {"a": 1}}]}, "must be an object with 'client_id'"),
-        ({"client_variables": [{"client_id": 5, "variables": {"a": 1}}], "max_workers": 11}, "1 to 10"),
+        ({"client_variables": [{"client_id": 5, "variables": {"a": 1}}], "max_workers": 11}, "'max_workers'"),
         ({"clients": [1], "variables": {"a": 1}, "chunk_size": 0}, "chunk_size"),
     ],
 )
@@ -159,3 +159,60 @@ def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
         SaveVariablesOperator(task_id="s", client_variables={1: {"x": 1}, 2: {"x": [2]}})
     # Unknown until the task runs: checked then.
     SaveVariablesOperator(task_id="s", client_id="{{ params.id }}", variables={"a": "{{ params.a }}"})
+
+
+def test_zero_clients_make_no_request(salebot_emulator: Any) -> None:
+    assert save(clients=[], variables={"client.a": 1}).execute({}) == {"clients": 0, "requests": 0}
+    assert save(client_variables={}).execute({}) == {"clients": 0, "requests": 0}
+    assert salebot_emulator.requests == []
+
+
+def test_a_short_csv_row_is_refused_rather_than_writing_null(salebot_emulator: Any, tmp_path: Any) -> None:
+    path = tmp_path / "scores.csv"
+    path.write_text("client_id,client.tier,client.note\n1,gold,x\n2,silver\n")
+    with pytest.raises(SalebotValidationError, match=r"line 3 .* has fewer values than the header"):
+        save(client_variables=str(path)).execute({})
+    assert salebot_emulator.requests == []
+
+
+def test_a_mapping_rendered_as_text_is_read(salebot_emulator: Any) -> None:
+    (client,) = salebot_emulator.seed_clients(1, seed=9, with_deals=False)
+    op = save(client_variables="{{ ti.xcom_pull('scores') }}")
+    op.client_variables = str({client: {"client.tier": "gold"}})  # what a plain template renders
+    assert op.execute({}) == {"clients": 1, "requests": 1}
+    assert salebot_emulator.client(client).variables["tier"] == "gold"
+
+
+def test_rounds_merge_a_client_within_a_round_and_the_later_round_wins(
+    salebot_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from salebot_provider.operators import variables
+
+    monkeypatch.setattr(variables, "ROUND", 3)
+    ids = salebot_emulator.seed_clients(4, seed=10, with_deals=False)
+    rows = [
+        {"client_id": ids[0], "variables": {"client.v": "a"}},
+        {"client_id": ids[1], "variables": {"client.v": "a"}},
+        {"client_id": ids[0], "variables": {"client.w": "b"}},  # merged into the first row
+        {"client_id": ids[2], "variables": {"client.v": "a"}},  # round 2
+        {"client_id": ids[0], "variables": {"client.v": "c"}},  # round 2: wins over round 1
+    ]
+    result = save(client_variables=rows, max_workers=1).execute({})
+    assert result == {"clients": 4, "requests": 4}
+    assert salebot_emulator.client(ids[0]).variables.items() >= {"v": "c", "w": "b"}.items()
+    assert salebot_emulator.client(ids[2]).variables["v"] == "a"
+
+
+def test_the_key_is_in_no_output_of_a_failed_run(
+    salebot_emulator: Any, monkeypatch: pytest.MonkeyPatch, capfd: Any, caplog: Any
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALEBOT_DEFAULT", salebot_emulator.connection_json(backoff_factor=0, max_retries=1)
+    )
+    ids = salebot_emulator.seed_clients(3, seed=11, with_deals=False)
+    salebot_emulator.inject(action="save_variables", reset=True)
+    with pytest.raises(SalebotError) as raised:
+        save(client_variables={i: {"client.n": n} for n, i in enumerate(ids)}).execute({})
+    out, err = capfd.readouterr()
+    for text in (out, err, caplog.text, str(raised.value), repr(raised.value)):
+        assert salebot_emulator.api_key not in text
