@@ -30,6 +30,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/emulator.py
+	$(BIN)/python bench/triggers.py
 
 clean:
 	rm -rf $(VENV) .airflow-demo .pytest_cache .mypy_cache .ruff_cache

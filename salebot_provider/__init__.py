@@ -14,7 +14,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-salebot",
         "name": "Salebot",
-        "description": "Salebot chatbot builder and CRM: the whole API as a hook, and an offline emulator.",
+        "description": "Salebot chatbot builder and CRM: the whole API as a hook, operators, a deferrable "
+        "sensor, and an offline emulator.",
         "versions": [__version__],
         "integrations": [
             {
@@ -23,6 +24,23 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Salebot",
+                "python-modules": [
+                    "salebot_provider.operators.broadcast",
+                    "salebot_provider.operators.clients",
+                    "salebot_provider.operators.variables",
+                ],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "Salebot", "python-modules": ["salebot_provider.sensors.order_state"]}
+        ],
+        "triggers": [
+            {"integration-name": "Salebot", "python-modules": ["salebot_provider.triggers.order_state"]}
+        ],
+        "hooks": [{"integration-name": "Salebot", "python-modules": ["salebot_provider.hooks.salebot"]}],
         "connection-types": [
             {
                 "connection-type": "salebot",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -1585,6 +1586,53 @@ def key_travels_in_clear(base_url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+def connection_settings(conn: Any) -> ConnectionSettings:
+    """
+    Read an Airflow connection: register its key with the secret masker, then check its fields.
+
+    :param conn: the ``Connection`` (its host, password, extras, port and schema are read).
+    :raises SalebotValidationError: naming the field that is wrong.
+    """
+    try:
+        from airflow.providers.common.compat.sdk import mask_secret
+    except ImportError:  # common-compat before 1.21, the last ones for Python 3.10
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # Airflow 3.0
+            from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+
+    if conn.password:
+        mask_secret(conn.password)
+        mask_secret(conn.password.strip())
+    return settings_from_connection(
+        host=conn.host, password=conn.password, extra=conn.extra_dejson, port=conn.port, schema=conn.schema
+    )
+
+
+class RedactKeyFilter(logging.Filter):
+    """Rewrite ``/api/<key>/`` in a library's log records: requests, urllib3 and httpx log URLs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record's message; never drop it."""
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction(loggers: Iterable[str]) -> None:
+    """
+    Add :class:`RedactKeyFilter` to these loggers, once each.
+
+    :param loggers: the loggers' names, e.g. ``("httpx",)``.
+    """
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeyFilter) for f in logger.filters):
+            logger.addFilter(RedactKeyFilter())
 
 
 def settings_from_connection(

@@ -82,6 +82,32 @@ def test_importing_the_package_is_cheap() -> None:
     assert out.strip() == "[]"
 
 
+def test_every_module_the_provider_lists_imports() -> None:
+    import importlib
+
+    info = salebot_provider.get_provider_info()
+    modules = [
+        m
+        for kind in ("operators", "sensors", "triggers", "hooks")
+        for e in info[kind]
+        for m in e["python-modules"]
+    ]
+    assert len(modules) == 6
+    for module in modules:
+        importlib.import_module(module)
+
+
+def test_a_dag_file_importing_the_operators_and_the_sensor_stays_cheap() -> None:
+    # A DAG file is parsed often: no HTTP library of ours, no hook, until a task runs.
+    code = (
+        "import sys; from salebot_provider.operators import BroadcastOperator, LoadClientsOperator, "
+        "SaveVariablesOperator; from salebot_provider.sensors import OrderStateSensor; "
+        "print(sorted(m for m in ('requests', 'salebot_provider.hooks.salebot') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_the_providers_api_shows_a_documentation_url() -> None:
     # Airflow takes it from the distribution's Project-URL "Documentation" (pyproject's [project.urls]).
     from airflow.api_fastapi.core_api.services.public.providers import _provider_mapper

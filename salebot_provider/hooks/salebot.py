@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import requests
 import tenacity
@@ -29,15 +28,16 @@ from salebot_provider.api import (
     batched,
     build_request,
     check_ca_bundle,
+    connection_settings,
     encode_request,
     get_action,
+    install_log_redaction,
     is_id,
     is_retryable,
     key_travels_in_clear,
     parse_reply,
     redact,
     reply_field,
-    settings_from_connection,
     validate,
 )
 from salebot_provider.exceptions import (
@@ -49,18 +49,6 @@ from salebot_provider.exceptions import (
 )
 from salebot_provider.hooks.transport import Session, check_proxy, read_whole
 
-if TYPE_CHECKING:
-    from airflow.sdk import Connection
-    from airflow.sdk.log import mask_secret
-else:
-    try:
-        from airflow.providers.common.compat.sdk import mask_secret
-    except ImportError:  # common-compat before 1.21, the last ones for Python 3.10
-        try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:  # Airflow 3.0
-            from airflow.sdk.execution_time.secrets_masker import mask_secret
-
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
 #: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
@@ -68,24 +56,6 @@ TEST_TIMEOUT = 10.0
 #: How often long work logs its progress, in seconds.
 PROGRESS_EVERY = 10.0
 _LOGGERS_TO_REDACT = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
-
-
-class _RedactKeyFilter(logging.Filter):
-    """Rewrite ``/api/<key>/`` in records of requests and urllib3 (their DEBUG lines carry the URL)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def _install_log_redaction() -> None:
-    for name in _LOGGERS_TO_REDACT:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactKeyFilter) for f in logger.filters):
-            logger.addFilter(_RedactKeyFilter())
 
 
 _T = TypeVar("_T")
@@ -257,17 +227,7 @@ class SalebotHook(BaseHook):
     @_Once
     def settings(self) -> ConnectionSettings:
         """The connection's settings, read once; the key is registered with Airflow's secret masker."""
-        conn: Connection = self.get_connection(self.salebot_conn_id)
-        if conn.password:
-            mask_secret(conn.password)
-            mask_secret(conn.password.strip())
-        settings = settings_from_connection(
-            host=conn.host,
-            password=conn.password,
-            extra=conn.extra_dejson,
-            port=conn.port,
-            schema=conn.schema,
-        )
+        settings = connection_settings(self.get_connection(self.salebot_conn_id))
         if key_travels_in_clear(settings.base_url):
             self.log.warning(
                 "Salebot connection %r uses http:// to %s: the API key travels in clear text. "
@@ -288,7 +248,7 @@ class SalebotHook(BaseHook):
 
         :raises SalebotValidationError: for a malformed proxy setting or a CA bundle that is not there.
         """
-        _install_log_redaction()
+        install_log_redaction(_LOGGERS_TO_REDACT)
         settings = self.settings
         session = Session()
         environment = session.merge_environment_settings(settings.base_url, {}, None, settings.verify, None)

@@ -1,76 +1,95 @@
-"""Running DAGs for real: a migrated metadata DB, the DAG files of ``files/`` in its dags folder."""
+"""Running whole DAGs in tests: a migrated metadata DB, and ``run_dag`` to run one with ``dag.test()``.
+
+``dag.test()`` runs one DAG run in this process with the real task runner: templates are rendered,
+XComs pushed, retries made, ``reschedule`` sensors rescheduled and deferred tasks' triggers run
+inline. It needs the metadata DB, which ``airflow_db`` migrates once per session (in the private
+AIRFLOW_HOME that ``tests/conftest.py`` sets before Airflow is imported).
+
+.. code-block:: python
+
+    def test_my_dag(run_dag: RunDag, salebot_emulator: SalebotEmulator) -> None:
+        dag_run = run_dag("salebot_test_my_dag", ids=[1, 2])  # tests/dags/files/salebot_test_my_dag.py
+        # or: run_dag(dag) for a DAG built in the test
+        tis = task_instances(dag_run)
+        assert tis["my_task"].state == "success"
+        assert tis["my_task"].xcom_pull(task_ids="my_task") == 42
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk import DAG
 
-#: The DAG files the tests run, one DAG each, named after its dag_id.
-DAG_FILES = Path(__file__).parent / "files"
+#: DAG files that tests run by their dag_id: ``files/<dag_id>.py``.
+FILES = Path(__file__).with_name("files")
+
+
+class RunDag(Protocol):
+    def __call__(self, dag: DAG | str, /, **params: Any) -> DagRun: ...
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Path:
-    """
-    Migrate the private metadata DB (tests/conftest.py set ``AIRFLOW_HOME``) once per session.
-
-    ``dag.test()`` runs a DAG as the scheduler sees it, so the DAG must be found in the dags folder:
-    the files of ``files/`` are copied there. Returns the dags folder.
-    """
-    home = Path(os.environ["AIRFLOW_HOME"])
-    airflow = Path(sys.executable).parent / "airflow"
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    dags = home / "dags"
-    dags.mkdir(exist_ok=True)
-    for path in DAG_FILES.glob("*.py"):
-        shutil.copy(path, dags / path.name)
-    return dags
+def airflow_db() -> None:
+    """Migrate the metadata DB once per test session (``airflow db migrate`` in a subprocess)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, check=False)
+    if done.returncode:
+        pytest.fail(
+            f"airflow db migrate failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
 
 
-def load_dag(dags: Path, dag_id: str) -> Any:
-    """Import the DAG file named after ``dag_id`` from the dags folder and return its DAG."""
-    from airflow.sdk import DAG
+def _load(dag: DAG | str) -> DAG:
+    """Put the DAG in the metadata DB, as the DAG processor would: dag.test() runs only known DAGs."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
-    spec = importlib.util.spec_from_file_location(f"salebot_test_dag_{dag_id}", dags / f"{dag_id}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    (dag,) = (v for v in vars(module).values() if isinstance(v, DAG) and v.dag_id == dag_id)
+    DagBundlesManager().sync_bundles_to_db()
+    if isinstance(dag, str):
+        bag = DagBag(dag_folder=FILES / f"{dag}.py")
+        if bag.import_errors or dag not in bag.dags:
+            pytest.fail(f"DAG {dag!r} did not load from {FILES}: {bag.import_errors}")
+        dag = bag.dags[dag]
+    else:
+        bag = DagBag(collect_dags=False)
+        bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
     return dag
 
 
 @pytest.fixture
-def run_dag(airflow_db: Path) -> Callable[..., Any]:
+def run_dag(airflow_db: None) -> RunDag:
     """
-    Run a DAG of ``files/`` with ``dag.test()`` (the real task runner, in this process); return the DagRun.
+    Run a DAG once with ``dag.test()`` and return its DagRun.
 
-    Call it as ``run_dag("dag_id", **run_conf)``; the DagRun's ``get_task_instances()`` give each
-    task's state and try number, and ``ti.xcom_pull(task_ids=...)`` its XComs.
+    Give a DAG object, or the dag_id of a file in ``tests/dags/files/``; keyword arguments are the
+    run's params (``run_conf``). Each test DAG needs its own dag_id: the DB lives for the session.
     """
 
-    def run(dag_id: str, **run_conf: Any) -> Any:
-        return load_dag(airflow_db, dag_id).test(run_conf=run_conf)
+    def run(dag: DAG | str, /, **params: Any) -> DagRun:
+        return _load(dag).test(run_conf=params or None)
 
     return run
 
 
-def task_instances(dag_run: Any) -> dict[str, Any]:
-    """A DagRun's task instances by task id (``task_id[map_index]`` for mapped ones)."""
-    return {
-        ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti
-        for ti in dag_run.get_task_instances()
-    }
+def task_instances(dag_run: DagRun) -> dict[str, TaskInstance]:
+    """
+    The run's task instances by task id; a mapped task's as ``"task_id[i]"``.
+
+    They stay usable after the session (``ti.state``, ``ti.try_number``, ``ti.xcom_pull(...)``).
+    """
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        session.expunge_all()
+    return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti for ti in tis}
