@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -118,20 +119,33 @@ def test_a_bad_value_in_a_file_names_the_line_client_and_variable(
     assert salebot_emulator.requests == []
 
 
-def test_requests_run_concurrently_within_the_rate_limit(
+def test_requests_run_max_workers_at_a_time_within_the_rate_limit(
     salebot_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALEBOT_DEFAULT", salebot_emulator.connection_json(backoff_factor=0, rate_limit=50)
+    )
     ids = salebot_emulator.seed_clients(12, seed=7, with_deals=False)
-    salebot_emulator.inject(action="save_variables", latency=0.2)
     values = {i: {"client.n": n} for n, i in enumerate(ids)}
     op = save(client_variables=values, max_workers=4)
-    import time
+    real = op.hook.save_variables
+    # The first four calls wait for each other: they pass only if four run at the same time.
+    together = threading.Barrier(4, timeout=30)
+    calls: list[int] = []
 
-    started = time.monotonic()
+    def meet(variables: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 4:
+            together.wait()
+        return real(variables, **kwargs)
+
+    op.hook.save_variables = meet  # type: ignore[method-assign]
     assert op.execute({}) == {"clients": 12, "requests": 12}
-    # 12 requests of 0.2 s, four at a time: well under the 2.4 s they take one by one.
-    assert time.monotonic() - started < 2.0
     assert all(salebot_emulator.client(i).variables["n"] == n for n, i in enumerate(ids))
+    # The connection's rate_limit (50/s) spaces the requests of all the threads 20 ms apart, so
+    # twelve of them span at least 11 gaps (less a little: one may be slower to arrive than sent).
+    arrivals = sorted(r.time for r in sends(salebot_emulator, "save_variables"))
+    assert arrivals[-1] - arrivals[0] >= 11 * 0.02 - 0.03
 
 
 def test_a_failure_says_what_was_written(salebot_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
