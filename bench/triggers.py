@@ -1,6 +1,6 @@
 """Benchmark of OrderStateTrigger: 1,000 deferred sensors in one triggerer-like event loop.
 
-Run with ``make bench`` (or ``.venv/bin/python bench/triggers.py``); about a minute and a half.
+Run with ``make bench`` (or ``.venv/bin/python bench/triggers.py``); about 80 seconds.
 The emulator runs as its own process (the ``salebot-emulator`` console script), and each rate limit
 is measured in a fresh child process, so that the peak memory measured is the triggers' own. The
 deals start moving a few seconds after the triggers start; the table shows how long the triggers

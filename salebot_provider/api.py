@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import ipaddress
 import json
@@ -1713,6 +1714,26 @@ def audience_of(params: Any) -> str:
         if params.get(name) is not None:
             return f"email at {str(params[name]).rpartition('@')[2]}"
     return "the project"
+
+
+def parse_rendered(text: str) -> Any:
+    """
+    A list or a mapping that a template rendered as text: JSON, or the Python literal Jinja renders.
+
+    ``{{ ti.xcom_pull('find') }}`` without native rendering gives ``"['101', '102']"``; this reads it
+    back (never evaluating code).
+
+    :param text: the rendered text.
+    :raises ValueError: when it is neither.
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError("neither JSON nor a Python literal") from None
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import csv
 import io
 import json
@@ -10,7 +9,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from salebot_provider.api import check_param
+from salebot_provider.api import check_param, parse_rendered
 from salebot_provider.exceptions import SalebotValidationError
 
 #: File suffixes read as one JSON value per line.
@@ -85,12 +84,8 @@ class Rows:
     def _text(self, value: str) -> Any:
         """A list or mapping rendered as text: JSON, or Python's repr of it (what Jinja renders)."""
         try:
-            return json.loads(value)
+            return parse_rendered(value)
         except ValueError:
-            pass
-        try:
-            return ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise self.error(
                 f"'{self.param}' is text that is neither a JSON list nor a Python literal; pass the "
                 "upstream task's output (an XComArg) or a file's path"

@@ -14,10 +14,11 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from salebot_provider.api import get_action, is_retryable
-from salebot_provider.exceptions import SalebotError
+from salebot_provider import exceptions
+from salebot_provider.api import get_action, is_id, is_retryable
+from salebot_provider.exceptions import SalebotError, SalebotValidationError
 from salebot_provider.operators._base import is_literal
-from salebot_provider.triggers.order_state import ACTION, OrderStateTrigger, OrderWait
+from salebot_provider.triggers.order_state import ACTION, MAX_POLL_INTERVAL, OrderStateTrigger, OrderWait
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,6 +92,12 @@ class OrderStateSensor(BaseSensorOperator):
         self.failure_states = failure_states
         self.salebot_conn_id = salebot_conn_id
         self.deferrable = deferrable
+        if deferrable and not 0 <= self.poke_interval <= MAX_POLL_INTERVAL:
+            raise SalebotValidationError(
+                f"Salebot {ACTION}: 'poke_interval' of a deferrable sensor must be from 0 to "
+                f"{MAX_POLL_INTERVAL:g} seconds; got {self.poke_interval:g}",
+                action=ACTION,
+            )
         if all(map(is_literal, (client_id, order_id, target_states, failure_states))):
             self._wait()
 
@@ -155,10 +162,21 @@ class OrderStateSensor(BaseSensorOperator):
         :raises AirflowFailException: for a failure state (no retries).
         :raises AirflowException: for an error (not found, a refused key ...).
         """
-        status = event.get("status")
-        if status == "success":
+        if not isinstance(event, dict):
+            raise AirflowException(
+                f"Salebot OrderStateTrigger sent an event that is not a dict: {event!r:.200}"
+            )
+        status, state_id = event.get("status"), event.get("state_id")
+        if status == "success" and is_id(state_id):
             self.log.info("%s", event.get("message"))
-            return int(event["state_id"])
+            return int(str(state_id))
         if status == "failure":
-            raise AirflowFailException(event.get("message") or f"failure state {event.get('state_id')}")
-        raise AirflowException(event.get("message") or f"Salebot OrderStateTrigger sent {event!r}")
+            raise AirflowFailException(event.get("message") or f"failure state {state_id}")
+        if status == "error":
+            # The class the poke would have raised, so that callbacks see the same one in every mode.
+            error = getattr(exceptions, str(event.get("error")), None)
+            message = str(event.get("message") or "Salebot OrderStateTrigger failed")
+            if isinstance(error, type) and issubclass(error, exceptions.SalebotError):
+                raise error(message, action=ACTION)
+            raise AirflowException(message)
+        raise AirflowException(f"Salebot OrderStateTrigger sent an unexpected event: {event!r:.200}")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import math
 import os
 import random
 import ssl
+from collections import deque
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from salebot_provider import __version__
@@ -27,6 +28,7 @@ from salebot_provider.api import (
     install_log_redaction,
     is_id,
     is_retryable,
+    parse_rendered,
     parse_reply,
     redact,
     reply_field,
@@ -47,6 +49,8 @@ ACTION = "get_order_state"
 #: Requests per second of all the triggers on one connection in one triggerer when the connection
 #: sets no ``rate_limit``: Salebot's quota is about one request per second per project.
 DEFAULT_RATE_LIMIT = 1.0
+#: The longest poll interval a trigger takes, in seconds (a day).
+MAX_POLL_INTERVAL = 86400.0
 #: The longest wait after failed polls, even when ``Retry-After`` asks for more.
 MAX_BACKOFF = 300.0
 
@@ -125,10 +129,12 @@ def _invalid(message: str) -> SalebotValidationError:
 
 def _states(name: str, value: Any) -> tuple[int, ...]:
     """One state id or several, as a DAG, a template or an XCom gives them, as a tuple of ints."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        # A list rendered by a template (without render_template_as_native_obj) arrives as its text.
-        with contextlib.suppress(ValueError, RecursionError):
-            value = json.loads(value)
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith(("[", "(")):
+            # A list rendered by a template (without render_template_as_native_obj) arrives as text.
+            with contextlib.suppress(ValueError):
+                value = parse_rendered(value)
     items = value if isinstance(value, Sequence | Set) and not isinstance(value, str | bytes) else [value]
     states: list[int] = []
     for index, item in enumerate(items):
@@ -143,30 +149,58 @@ def _states(name: str, value: Any) -> tuple[int, ...]:
 
 
 class _RateLimiter:
-    """Space requests ``1 / rate`` seconds apart; ``pause`` holds back every waiter (a 429)."""
+    """
+    Let requests go one at a time, ``1 / rate`` seconds apart, in the order they asked.
+
+    A waiter cancelled in the queue (the triggerer cancels a trigger when its task times out or is
+    cleared) leaves no gap behind it. ``pause`` holds back every waiter (a 429).
+    """
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
-        self._next = 0.0
-        self._resume = 0.0
+        self._last: float = -math.inf
+        self._resume: float = -math.inf
+        self._queue: deque[asyncio.Future[None]] = deque()
+        self._turns: asyncio.Task[None] | None = None
+
+    def _next_turn(self) -> float:
+        return max(self._last + self.interval, self._resume)
 
     async def acquire(self) -> None:
         """Wait for this request's turn."""
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            # Reserving the slot before sleeping needs no lock: nothing else runs until the await.
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-            await asyncio.sleep(slot - now)
-            # A 429 that came in while this one slept sends it back to the end of the queue.
-            if loop.time() >= self._resume:
-                return
+        if not self._queue and loop.time() >= self._next_turn():
+            self._last = loop.time()
+            return
+        turn: asyncio.Future[None] = loop.create_future()
+        self._queue.append(turn)
+        if self._turns is None:
+            self._turns = loop.create_task(self._hand_out())
+        await turn
+
+    async def _hand_out(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                wait = self._next_turn() - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue  # a pause may have come meanwhile
+                turn = self._queue.popleft()
+                if not turn.done():  # a cancelled waiter takes no turn
+                    turn.set_result(None)
+                    self._last = loop.time()
+        finally:
+            self._turns = None
 
     def pause(self, seconds: float) -> None:
         """Let no request go for ``seconds``, whoever waits."""
         self._resume = max(self._resume, asyncio.get_running_loop().time() + seconds)
-        self._next = max(self._next, self._resume)
+
+    def close(self) -> None:
+        """Stop handing out turns (the last trigger left)."""
+        if self._turns is not None:
+            self._turns.cancel()
 
 
 def _new_client(settings: ConnectionSettings) -> httpx.AsyncClient:
@@ -207,19 +241,21 @@ class _Shared:
 
     async def close(self) -> None:
         """Close the client's connections."""
+        self.limiter.close()
         if self._client is not None:
             await self._client.aclose()
 
 
-#: (connection id, event loop) -> what the triggers on that connection in that loop share. The
-#: loop is part of the key because an httpx client and a limiter's clock belong to one loop.
-_SHARED: dict[tuple[str, asyncio.AbstractEventLoop], _Shared] = {}
+#: (connection id, event loop, settings) -> what the triggers on that connection in that loop share.
+#: The loop is part of the key because an httpx client and a limiter's clock belong to one loop; the
+#: settings, so that a trigger that read an edited connection (a new key, rate or CA) uses it.
+_SHARED: dict[tuple[str, asyncio.AbstractEventLoop, ConnectionSettings], _Shared] = {}
 
 
 @contextlib.asynccontextmanager
 async def _shared(conn_id: str, settings: ConnectionSettings) -> AsyncIterator[_Shared]:
     """Join the connection's shared client and limiter; the last trigger to leave closes them."""
-    key = (conn_id, asyncio.get_running_loop())
+    key = (conn_id, asyncio.get_running_loop(), settings)
     shared = _SHARED.get(key)
     if shared is None:
         shared = _SHARED[key] = _Shared(settings)
@@ -302,8 +338,10 @@ class OrderStateTrigger(BaseTrigger):
         self.wait = OrderWait.checked(client_id, order_id, target_states, failure_states)
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, Integral | float):
             raise _invalid(f"poll_interval must be a number of seconds; got {poll_interval!r}")
-        if not 0 <= poll_interval <= 86400:
-            raise _invalid(f"poll_interval must be from 0 to 86400 seconds; got {poll_interval!r}")
+        if not 0 <= poll_interval <= MAX_POLL_INTERVAL:
+            raise _invalid(
+                f"poll_interval must be from 0 to {MAX_POLL_INTERVAL:g} seconds; got {poll_interval!r}"
+            )
         self.poll_interval = float(poll_interval)
         self.salebot_conn_id = salebot_conn_id
 
@@ -334,6 +372,32 @@ class OrderStateTrigger(BaseTrigger):
         # In a thread: the secret masker talks to the supervisor, and a CA bundle is read from disk.
         return await asyncio.to_thread(connection_settings, conn)
 
+    async def _connection(self) -> ConnectionSettings | dict[str, Any]:
+        """
+        The connection's settings, or an error event when there is no such connection or it is wrong.
+
+        Any other failure to read it (the API server or the supervisor busy, as when a triggerer
+        restarts with a thousand triggers) is waited out like a failed poll.
+        """
+        failures = 0
+        while True:
+            try:
+                return await self._settings()
+            except (AirflowNotFoundException, SalebotValidationError) as exc:
+                return {"status": "error", "message": str(exc), "error": type(exc).__name__}
+            except Exception as exc:
+                failures += 1
+                delay = min(max(self.poll_interval, 1.0) * 2 ** (failures - 1), MAX_BACKOFF)
+                self.log.warning(
+                    "Reading connection %r failed (%d in a row), trying again in %.0fs: %s: %s",
+                    self.salebot_conn_id,
+                    failures,
+                    delay,
+                    type(exc).__name__,
+                    redact(str(exc)),
+                )
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+
     def _backoff(self, failures: int, settings: ConnectionSettings, error: SalebotError) -> float:
         """Exponential, with jitter, from the poll interval (or the connection's backoff factor)."""
         ceiling = max(self.poll_interval, settings.backoff_factor) * 2 ** (failures - 1)
@@ -341,11 +405,14 @@ class OrderStateTrigger(BaseTrigger):
         return min(max(delay, getattr(error, "retry_after", None) or 0.0), MAX_BACKOFF)
 
     async def _poll(self) -> dict[str, Any]:
+        settings = await self._connection()
+        while isinstance(settings, ConnectionSettings):
+            # A new ConnectionSettings back: the connection was edited; poll again with it.
+            settings = await self._watch(settings)
+        return settings
+
+    async def _watch(self, settings: ConnectionSettings) -> ConnectionSettings | dict[str, Any]:
         wait = self.wait
-        try:
-            settings = await self._settings()
-        except AirflowException as exc:  # no such connection, or a bad one (SalebotValidationError)
-            return {"status": "error", "message": str(exc)}
         request = build_request(ACTION, {"client_id": wait.client_id, "order_id": wait.order_id})
         async with _shared(self.salebot_conn_id, settings) as shared:
             self.log.info(
@@ -367,12 +434,13 @@ class OrderStateTrigger(BaseTrigger):
                     outcome = wait.outcome(await _fetch(shared, request, settings))
                 except SalebotError as error:
                     if not is_retryable(get_action(ACTION), error):
-                        return {"status": "error", "message": redact(str(error), settings.api_key)}
+                        return await self._given_up(settings, error)
                     failures += 1
                     delay = self._backoff(failures, settings, error)
                     if getattr(error, "http_status", None) == 429:
                         # The quota is the project's: every trigger on this connection waits.
-                        shared.limiter.pause(getattr(error, "retry_after", None) or delay)
+                        pause = getattr(error, "retry_after", None) or delay
+                        shared.limiter.pause(min(pause, MAX_BACKOFF))
                     self.log.warning(
                         "Polling %s failed (%d in a row), polling again in %.1fs: %s",
                         wait.deal,
@@ -390,3 +458,25 @@ class OrderStateTrigger(BaseTrigger):
                     return {"status": status, "state_id": state_id, "message": message}
                 failures = 0
                 await asyncio.sleep(self.poll_interval * random.uniform(0.8, 1.2))
+
+    async def _given_up(
+        self, settings: ConnectionSettings, error: SalebotError
+    ) -> ConnectionSettings | dict[str, Any]:
+        """
+        An error polling would not fix; unless the connection changed meanwhile (a new key).
+
+        Returns the new settings to poll with, or the error event, naming the error's class so that
+        the sensor raises the same one.
+        """
+        fresh = await self._connection()
+        if isinstance(fresh, ConnectionSettings) and fresh != settings:
+            self.log.warning(
+                "Polling %s failed, but connection %r has changed since it was read: polling with "
+                "the new one. The failure: %s",
+                self.wait.deal,
+                self.salebot_conn_id,
+                error,
+            )
+            return fresh
+        message = redact(str(error), settings.api_key)
+        return {"status": "error", "message": message, "error": type(error).__name__}

@@ -81,7 +81,10 @@ def test_poke_returns_the_state_id_once_a_target_is_reached(salebot_emulator: Sa
     ] * 2
 
 
-@pytest.mark.parametrize("targets", [104, "104", [104], ["102", 104], "[102, 104]", (104,), {104}])
+@pytest.mark.parametrize(
+    "targets",
+    [104, "104", " 104 ", [104], ["102", 104], "[102, 104]", "['102', '104']", "(102, 104)", (104,), {104}],
+)
 def test_target_states_take_ids_digit_strings_and_lists(
     salebot_emulator: SalebotEmulator, targets: Any
 ) -> None:
@@ -292,7 +295,21 @@ def test_deferrable_does_not_defer_when_the_first_poke_is_done(salebot_emulator:
             AirflowException,
             "/api/\\*\\*\\*/get_order_state",
         ),
+        (
+            {"status": "error", "message": "client_not_found", "error": "SalebotNotFoundError"},
+            SalebotNotFoundError,
+            "client_not_found",
+        ),
+        (
+            {"status": "error", "message": "no crm_read", "error": "SalebotPermissionError"},
+            SalebotPermissionError,
+            "no crm_read",
+        ),
+        ({"status": "error", "message": "odd", "error": "ValueError"}, AirflowException, "odd"),
         ({"status": "surprise"}, AirflowException, "surprise"),
+        ({"status": "success"}, AirflowException, "unexpected event"),
+        ({"status": "success", "state_id": "x"}, AirflowException, "unexpected event"),
+        (None, AirflowException, "not a dict"),
     ],
 )
 def test_execute_complete_turns_each_event_into_the_outcome(
@@ -302,6 +319,12 @@ def test_execute_complete_turns_each_event_into_the_outcome(
     with pytest.raises(raised, match=message):
         task.execute_complete({}, event)
     assert task.execute_complete({}, {"status": "success", "state_id": 104, "message": "ok"}) == 104
+
+
+def test_a_poke_interval_the_trigger_cannot_take_is_refused_when_the_dag_is_parsed() -> None:
+    with pytest.raises(SalebotValidationError, match="'poke_interval' of a deferrable sensor"):
+        sensor(client_id=5, target_states=104, deferrable=True, poke_interval=2 * 86400)
+    sensor(client_id=5, target_states=104, poke_interval=2 * 86400)  # poke mode: any interval
 
 
 def test_import_is_cheap_and_deferrable_follows_the_config() -> None:
