@@ -29,7 +29,13 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Salebot",
                 "python-modules": [
                     "salebot_provider.operators.broadcast",
+                    "salebot_provider.operators.callbacks",
                     "salebot_provider.operators.clients",
+                    "salebot_provider.operators.export",
+                    "salebot_provider.operators.find",
+                    "salebot_provider.operators.lists",
+                    "salebot_provider.operators.messages",
+                    "salebot_provider.operators.orders",
                     "salebot_provider.operators.variables",
                 ],
             }

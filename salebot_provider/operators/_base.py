@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from salebot_provider.api import redact
+from salebot_provider.api import SEND_TIME_FORMAT, redact
 from salebot_provider.exceptions import SalebotError, SalebotValidationError
 
 if TYPE_CHECKING:
@@ -115,3 +116,20 @@ def interrupted(action: str, error: Exception, secret: str | None) -> SalebotErr
         action=action,
         in_doubt=True,
     )
+
+
+def moment(value: Any) -> Any:
+    """
+    A ``send_time`` as given, but ISO 8601 text (what a template renders for a datetime) as a datetime.
+
+    :param value: the argument.
+    """
+    if isinstance(value, str):
+        try:
+            dt.datetime.strptime(value, SEND_TIME_FORMAT)
+        except ValueError:
+            try:
+                return dt.datetime.fromisoformat(value.strip())
+            except ValueError:
+                return value  # validate() names it
+    return value

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from salebot_provider.api import SEND_TIME_FORMAT, batched, validate
-from salebot_provider.exceptions import SalebotError, SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_count, interrupted, is_literal
+from salebot_provider.api import SEND_TIME_FORMAT, validate
+from salebot_provider.exceptions import SalebotValidationError
+from salebot_provider.operators._base import SalebotOperator, check_count, is_literal, moment
+from salebot_provider.operators._chunked import ChunkedIds
 from salebot_provider.operators._ledger import Fingerprint, Ledger
-from salebot_provider.operators._sources import Rows, unique_ids
+from salebot_provider.operators._once import send_once
+from salebot_provider.operators._sources import Rows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -39,8 +40,6 @@ _PLACEHOLDERS: dict[str, Any] = {
     "send_time": "2000-01-01 00:00:00",
     "group_id": "bot",
 }
-#: The most in-doubt ids written into an error message (all of them go to the task log).
-SHOWN_IDS = 20
 
 
 class BroadcastOperator(SalebotOperator):
@@ -167,7 +166,7 @@ class BroadcastOperator(SalebotOperator):
             if value is not None:
                 content[field] = placeholder if parsing and not is_literal(value) else value
         if "send_time" in content:
-            content["send_time"] = _moment(content["send_time"])
+            content["send_time"] = moment(content["send_time"])
         audience = getattr(self, name)
         if name == "list_id":
             audience = audience if is_literal(audience) else 1
@@ -184,113 +183,47 @@ class BroadcastOperator(SalebotOperator):
         # The schedule is left out: a retry may render a "now"-relative template differently.
         what = {k: v for k, v in content.items() if k not in ("shift", "time_shift", "send_time")}
         if name == "list_id":
-            return self._to_list(context, content, Fingerprint("broadcast", "list", self.list_id, what))
+            return self._to_list(context, content, what)
         size = check_count("broadcast", "chunk_size", self.chunk_size, DEFAULT_CHUNK_SIZE[name])
-        rows = Rows(
+        column = "client_id" if name == "clients" else "platform_id"
+        ids = ChunkedIds(
             "broadcast",
-            name,
-            getattr(self, name),
-            column="client_id" if name == "clients" else "platform_id",
+            Rows("broadcast", name, getattr(self, name), column=column),
+            kind="id" if name == "clients" else "key",
+            noun="client id" if name == "clients" else "messenger id",
+            items="recipients",
         )
-        kind = "id" if name == "clients" else "key"
-        fingerprint = Fingerprint("broadcast", name, what)
-        total = 0
-        for _, value in unique_ids(rows, kind):
-            fingerprint.add(value)
-            total += 1
-        ledger = Ledger(context, "broadcast", fingerprint.digest, total)
-        if total == 0:
+        ledger = ids.ledger(context, Fingerprint("broadcast", name, what))
+        if ledger.total == 0:
             self.log.warning("Salebot broadcast: '%s' holds no ids; nothing is sent", name)
         else:
-            self._send(ledger, name, (v for _, v in unique_ids(rows, kind)), size, content)
-        if ledger.in_doubt:
-            raise self._in_doubt(ledger, name, rows, kind)
-        return {"audience": name, "recipients": total, "requests": ledger.requests}
+            gap = float(content.get("shift", SALEBOT_SHIFT))
 
-    def _to_list(self, context: Context, content: dict[str, Any], fingerprint: Fingerprint) -> dict[str, Any]:
-        ledger = Ledger(context, "broadcast", fingerprint.digest, 1)
-        if ledger.cursor == 0:
-            ledger.begin(0, 1)
-            try:
-                self.hook.broadcast(list_id=self.list_id, **content)
-            except SalebotError as exc:
-                ledger.failed(exc.in_doubt)
-                raise ledger.stopped(exc, f"the broadcast to list {self.list_id} failed") from None
-            ledger.done(1, sent=1)
-        if ledger.in_doubt:
-            from airflow.providers.common.compat.sdk import AirflowFailException
-
-            raise AirflowFailException(
-                f"Salebot broadcast: an earlier try's broadcast to list {self.list_id} may or may not "
-                "have gone out; it is not resent. Check the mailing in Salebot."
-            )
-        return {"audience": "list", "recipients": None, "requests": ledger.requests}
-
-    def _send(
-        self, ledger: Ledger, name: str, ids: Iterator[Any], size: int, content: dict[str, Any]
-    ) -> None:
-        from salebot_provider.hooks.salebot import Progress
-
-        secret = self.hook.settings.api_key  # the connection is read before anything is sent
-        total, start = ledger.get("total"), ledger.cursor
-        if ledger.resumed:
-            self.log.warning(
-                "Salebot broadcast: an earlier try of this task instance sent %s and left %s in doubt "
-                "(never resent); %s to send now",
-                f"{ledger.count('sent'):,}",
-                f"{ledger.doubtful:,}",
-                f"{total - start:,}",
-            )
-        progress = Progress(self.log, "Salebot broadcast: recipients", total)
-        progress.done = start
-        pending = itertools.islice(ids, start, None)
-        gap = float(content.get("shift", SALEBOT_SHIFT))
-        for chunk in batched(pending, size):
-            end = start + len(chunk)
-            schedule, latest = self._schedule(ledger, content)
-            ledger.begin(start, end)
-            try:
+            def send(chunk: list[Any]) -> None:
+                schedule, latest = self._schedule(ledger, content)
                 self.hook.broadcast(**{**content, **schedule, name: chunk})
-            except Exception as exc:
-                error = interrupted("broadcast", exc, secret)
-                ledger.failed(error.in_doubt)
-                if error.in_doubt:
-                    self.log.warning(
-                        "Salebot broadcast: %s ids in doubt (not resent): %s",
-                        name,
-                        ", ".join(map(str, chunk)),
-                    )
-                first = chunk[0] if not error.in_doubt else next(pending, None)
-                account = self._account(ledger, name, chunk if error.in_doubt else [], first)
-                raise ledger.stopped(error, account) from None
-            # The vendor had the request by now, so the chunk began by ``latest(now)`` at the latest.
-            ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
-            ledger.done(end, sent=len(chunk))
-            progress.add(len(chunk))
-            start = end
-        self.log.info(
-            "Salebot broadcast: %s of %s recipients sent in %s requests",
-            f"{ledger.count('sent'):,}",
-            f"{total:,}",
-            ledger.requests,
-        )
+                # Salebot had the request by now, so the chunk began by ``latest(now)`` at the latest.
+                ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
 
-    def _account(self, ledger: Ledger, name: str, doubtful: list[Any], first_unsent: Any) -> str:
-        not_sent = ledger.get("total") - ledger.cursor
-        text = (
-            f"{ledger.count('sent'):,} recipients sent, {ledger.doubtful:,} in doubt (it may have been "
-            f"processed; not resent), {not_sent:,} not sent"
+            ids.send(self.log, ledger, size, send, self.hook.settings.api_key)
+        if ledger.in_doubt:
+            raise ids.in_doubt(self.log, ledger)
+        return {"audience": name, "recipients": ledger.total, "requests": ledger.requests}
+
+    def _to_list(self, context: Context, content: dict[str, Any], what: dict[str, Any]) -> dict[str, Any]:
+        def send() -> dict[str, Any]:
+            self.hook.broadcast(list_id=self.list_id, **content)
+            return {"audience": "list", "recipients": None, "requests": 1}
+
+        result: dict[str, Any] = send_once(
+            self,
+            context,
+            "broadcast",
+            f"the broadcast to list {self.list_id}",
+            ["list", self.list_id, what],
+            send,
         )
-        if doubtful:
-            more = ", ..." if len(doubtful) > SHOWN_IDS else ""
-            text += f"; in doubt now: {', '.join(map(str, doubtful[:SHOWN_IDS]))}{more} (all in the log)"
-        if first_unsent is not None and not_sent:
-            noun = "client id" if name == "clients" else "messenger id"
-            text += (
-                f"; the first not sent is {noun} {first_unsent}, number {ledger.cursor + 1:,} of the input "
-                "counting each id once"
-            )
-        return text
+        return result
 
     def _schedule(
         self, ledger: Ledger, content: Mapping[str, Any]
@@ -320,37 +253,6 @@ class BroadcastOperator(SalebotOperator):
         wait = math.ceil(max(planned - now, 0.0))
         schedule = {"time_shift": wait} if wait or "time_shift" in content else {}
         return schedule, lambda replied: replied + wait
-
-    def _in_doubt(self, ledger: Ledger, name: str, rows: Rows, kind: str) -> Exception:
-        """The failure that ends a broadcast whose every chunk was tried, some of them in doubt."""
-        from airflow.providers.common.compat.sdk import AirflowFailException
-
-        ids = [
-            value
-            for place, (_, value) in enumerate(unique_ids(rows, kind))
-            if any(a <= place < b for a, b in ledger.in_doubt)
-        ]
-        self.log.warning("Salebot broadcast: %s ids in doubt: %s", name, ", ".join(map(str, ids)))
-        shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (", ..." if len(ids) > SHOWN_IDS else "")
-        return AirflowFailException(
-            f"Salebot broadcast: every recipient was tried: {ledger.count('sent'):,} sent, "
-            f"{len(ids):,} in doubt (a request failed after it may have been processed; they were not "
-            f"resent, so nobody got the message twice). Check them in Salebot: {name} {shown} "
-            "(all listed in the task log)."
-        )
-
-
-def _moment(value: Any) -> Any:
-    """Accept ISO 8601 text too (what a template renders for a datetime); other values as given."""
-    if isinstance(value, str):
-        try:
-            dt.datetime.strptime(value, SEND_TIME_FORMAT)
-        except ValueError:
-            try:
-                return dt.datetime.fromisoformat(value.strip())
-            except ValueError:
-                return value  # validate() names it
-    return value
 
 
 def _epoch(value: str | dt.datetime, timezone: str) -> float:

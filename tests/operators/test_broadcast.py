@@ -257,7 +257,7 @@ def test_a_retry_with_task_state_sends_only_the_rest_and_names_the_in_doubt(
     with pytest.raises(AirflowFailException) as ended:
         broadcast(clients=ids).execute({"task_state_store": store})
     assert "700 sent, 500 in doubt" in str(ended.value)
-    assert f"clients {ids[500]}, {ids[501]}" in str(ended.value)
+    assert f"client ids {ids[500]}, {ids[501]}" in str(ended.value)
     assert recipients(salebot_emulator) == ids  # the in-doubt chunk was processed once, never resent
     assert len(sends(salebot_emulator, "broadcast")) == 3
     # A third try (a clear) sends nothing more.
