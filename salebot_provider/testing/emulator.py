@@ -392,6 +392,22 @@ class SalebotEmulator:
         _known_action(action)
         self.faults.rate_limit(per_second, action)
 
+    def auto_advance_new_deals(self, every: float | None) -> None:
+        """
+        Make every deal created from now on (``create_order``) move along the funnel on its own.
+
+        For a pipeline that creates a deal and then waits for it to be paid, as the demo's does.
+
+        :param every: seconds between moves, at least :data:`MIN_PERIOD`; None stops it for new deals.
+        """
+        if every is not None and (not finite_number(every) or every < MIN_PERIOD):
+            raise ValueError(
+                f"auto_advance_new_deals: 'every' must be a number of seconds, at least {MIN_PERIOD}, "
+                f"or None; got {every!r:.40}"
+            )
+        with self.state.lock:
+            self.state.advance_new_deals = every
+
     def auto_advance(self, order_id: int, every: float) -> None:
         """
         Make a deal move to the next funnel state every ``every`` seconds, so sensors have work.

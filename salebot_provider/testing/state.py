@@ -146,6 +146,8 @@ class State:
     history: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     outbox: list[OutboxItem] = field(default_factory=list)
     auto_advance: dict[int, AutoAdvance] = field(default_factory=dict)
+    #: Every deal created from now on moves along the funnel every this many seconds (None: no).
+    advance_new_deals: float | None = None
     by_platform_id: dict[str, list[int]] = field(default_factory=dict)
     deals_by_client: dict[int, list[int]] = field(default_factory=dict)
     next_client_id: int = 40_000_001
@@ -350,6 +352,8 @@ class State:
         self.deals[deal.id] = deal
         self.deals_by_client.setdefault(client_id, []).append(deal.id)
         self.next_deal_id += 1
+        if self.advance_new_deals is not None:
+            self.auto_advance[deal.id] = AutoAdvance(self.advance_new_deals, self.now())
         return deal
 
     def client_deals(self, client_id: int) -> list[Deal]:

@@ -895,3 +895,17 @@ def test_admin_api_builds_the_stage(emu: SalebotEmulator) -> None:
         requests.post(f"{admin}/rate_limit", json={"per_second": 1, "action": "nope"}, timeout=5).status_code
         == 400
     )
+
+
+def test_new_deals_can_move_along_the_funnel_on_their_own(emu: SalebotEmulator) -> None:
+    emu.auto_advance_new_deals(60)
+    cid = first_client(emu)
+    order_id = call(emu, "create_order", {"client_id": cid}).json()["order_id"]
+    emu.advance(125)
+    assert call(emu, "get_order_state", {"client_id": cid, "order_id": order_id}).json()["state_id"] == 103
+    with pytest.raises(ValueError, match="auto_advance_new_deals"):
+        emu.auto_advance_new_deals(0)
+    emu.auto_advance_new_deals(None)
+    later = call(emu, "create_order", {"client_id": cid}).json()["order_id"]
+    emu.advance(600)
+    assert emu.deal(later).state_id == 101
