@@ -41,6 +41,18 @@ def open_path(value: Any) -> Any:
     return value
 
 
+def output_path(value: Any) -> Any:
+    """
+    Where an operator writes: as :func:`open_path`, with a local folder made when it is missing.
+
+    Object stores have no folders to make; a local path, given plainly or as ``file://``, does.
+    """
+    path = open_path(value)
+    if getattr(path, "protocol", "file") in ("file", "local"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class Rows:
     """
     The rows of one input, read again from the start on each iteration, with their place for errors.

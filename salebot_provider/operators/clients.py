@@ -12,7 +12,7 @@ from salebot_provider.api import batched, check_client_item
 from salebot_provider.exceptions import SalebotValidationError
 from salebot_provider.operators._base import SalebotOperator, check_count, check_flag, interrupted, is_literal
 from salebot_provider.operators._ledger import Fingerprint, Ledger
-from salebot_provider.operators._sources import Rows, open_path
+from salebot_provider.operators._sources import Rows, output_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -218,7 +218,7 @@ class LoadClientsOperator(SalebotOperator):
         if self.output_path is None:
             return None
         spool.seek(0)
-        path = open_path(self.output_path)
+        path = output_path(self.output_path)
         with path.open("w", encoding="utf-8") as out:
             shutil.copyfileobj(spool, out)
         return str(self.output_path)

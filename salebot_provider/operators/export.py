@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from salebot_provider.api import check_param, reply_field
 from salebot_provider.exceptions import SalebotAPIError, SalebotError, SalebotValidationError
 from salebot_provider.operators._base import SalebotOperator, check_count, check_flag, is_literal
-from salebot_provider.operators._sources import open_path
+from salebot_provider.operators._sources import output_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -119,7 +119,7 @@ class ExportClientsOperator(SalebotOperator):
             None if self.list_id in (None, "") else check_param("get_clients", "id", "list_id", self.list_id)
         )
         _asset_uri(self.path)  # refuses a relative file:// URI
-        target = open_path(self.path)
+        target = output_path(self.path)
         clients: Iterable[Any] = self.hook.iter_clients(list_id=list_id)
         if with_variables:
             clients = self._with_variables(clients, workers)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from salebot_provider.api import parse_rendered, reply_field, validate
 from salebot_provider.exceptions import SalebotAPIError, SalebotValidationError
 from salebot_provider.operators._base import SalebotOperator, check_flag, is_literal
-from salebot_provider.operators._sources import open_path
+from salebot_provider.operators._sources import output_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -155,7 +155,7 @@ class FindClientsOperator(SalebotOperator):
         return {"count": len(ids), "client_ids": client_ids, "path": path}
 
     def _write(self, ids: list[Any]) -> None:
-        path = open_path(self.output_path)
+        path = output_path(self.output_path)
         # One id per line is also valid JSON Lines; a CSV file needs its header.
         header = "client_id\n" if str(path.suffix).lower() == ".csv" else ""
         with path.open("w", encoding="utf-8") as out:
