@@ -37,7 +37,7 @@ with DAG(
     find = FindClientsOperator(task_id="find_segment", q="{{ params.segment }}")
     BroadcastOperator(
         task_id="broadcast",
-        clients=find.output["client_ids"],
+        clients=find.output,
         message="{{ params.message }}",
         shift="{{ params.shift }}",
         send_time="{{ params.send_time or dag_run.run_after + macros.timedelta(hours=1) }}",

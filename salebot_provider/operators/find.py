@@ -80,18 +80,20 @@ class FindClientsOperator(SalebotOperator):
     of deals instead of clients'. Salebot compares numbers only when every client's variable holds a
     number.
 
-    Up to 10,000 ids are returned in the XCom and pushed as the XCom ``client_ids``, so a downstream
-    task takes them as ``find.output["client_ids"]`` (e.g. ``BroadcastOperator(clients=...)`` or
-    ``.expand()``). With ``output_path`` they are also written there, one id per line (a ``.csv``
-    gets a ``client_id`` header), a file :class:`~salebot_provider.operators.BroadcastOperator`'s
-    ``clients`` reads. More than 10,000 ids need ``output_path``: the count is known only after the
-    search, so without it the task fails then (``AirflowFailException``: a retry would find as many),
-    naming ``output_path``. The search is a read: the hook retries it on timeouts, 429 and 5xx.
+    The task's XCom is the list of ids, up to 10,000, so ``find.output`` feeds
+    :class:`~salebot_provider.operators.BroadcastOperator`'s ``clients`` or a mapped task
+    (``.expand(client_id=find.output)``); the count is pushed as the XCom ``count``. With
+    ``output_path`` the ids are also written there, one id per line (a ``.csv`` gets a ``client_id``
+    header), a file ``BroadcastOperator`` reads. More than 10,000 ids need ``output_path``, and the
+    XCom is then that path, which ``BroadcastOperator(clients=find.output)`` reads just as well. The
+    count is known only after the search, so without ``output_path`` the task fails then
+    (``AirflowFailException``: a retry would find as many). The search is a read: the hook retries
+    it on timeouts, 429 and 5xx.
 
     .. code-block:: python
 
         find = FindClientsOperator(task_id="find", q={"segment": "vip", "city": {"_not": "Казань"}})
-        BroadcastOperator(task_id="announce", clients=find.output["client_ids"], message="Hi")
+        BroadcastOperator(task_id="announce", clients=find.output, message="Hi")
 
     :param q: the conditions, as above; a JSON object as text works too. (templated)
     :param search_in: ``"order"`` to search deal variables; None (the default) for client variables.
@@ -100,7 +102,7 @@ class FindClientsOperator(SalebotOperator):
     :param output_path: where to write the ids, one per line: a local path, a URI or an
         ``ObjectStoragePath``. Required for more than 10,000 ids. (templated)
     :param salebot_conn_id: the Airflow connection of type ``salebot``.
-    :return: ``{"count": N, "client_ids": [ids] or None over 10,000, "path": output_path or None}``.
+    :return: the ids found, in a list; over 10,000, ``output_path`` instead.
     """
 
     template_fields: Sequence[str] = ("q", "search_in", "include_all", "output_path")
@@ -128,7 +130,7 @@ class FindClientsOperator(SalebotOperator):
         if is_literal(include_all):
             check_flag("find_clients", "include_all", include_all)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> list[Any] | str:
         """Search, then hand the ids on; see the class docstring."""
         q = _check_q(self.q)
         include_all = check_flag("find_clients", "include_all", self.include_all)
@@ -136,7 +138,8 @@ class FindClientsOperator(SalebotOperator):
         validate("find_clients", {"q": q, "search_in": search_in, "include_all": include_all})
         ids = _found(self.hook.find_clients(q, search_in=search_in, include_all=include_all))
         self.log.info("Salebot find_clients: %s clients found", f"{len(ids):,}")
-        if len(ids) > MAX_XCOM_IDS and self.output_path is None:
+        destination = self.output_path or None  # a template of an unset param renders as ""
+        if len(ids) > MAX_XCOM_IDS and destination is None:
             from airflow.providers.common.compat.sdk import AirflowFailException
 
             raise AirflowFailException(
@@ -144,18 +147,14 @@ class FindClientsOperator(SalebotOperator):
                 "XCom should carry; give 'output_path' (a file or URI) for the ids. A retry without it "
                 "would find as many, so the task is not retried."
             )
-        path = None
-        if self.output_path is not None:
-            path = str(self.output_path)
-            self._write(ids)
-        client_ids = ids if len(ids) <= MAX_XCOM_IDS else None
-        if client_ids is not None and context.get("ti") is not None:
-            # So that a downstream task can take them as ``find.output["client_ids"]``.
-            context["ti"].xcom_push(key="client_ids", value=client_ids)
-        return {"count": len(ids), "client_ids": client_ids, "path": path}
+        if destination is not None:
+            self._write(destination, ids)
+        if context.get("ti") is not None:
+            context["ti"].xcom_push(key="count", value=len(ids))
+        return ids if len(ids) <= MAX_XCOM_IDS else str(destination)
 
-    def _write(self, ids: list[Any]) -> None:
-        path = output_path(self.output_path)
+    def _write(self, destination: Any, ids: list[Any]) -> None:
+        path = output_path(destination)
         # One id per line is also valid JSON Lines; a CSV file needs its header.
         header = "client_id\n" if str(path.suffix).lower() == ".csv" else ""
         with path.open("w", encoding="utf-8") as out:

@@ -77,13 +77,13 @@ def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
 
 
 @pytest.mark.salebot_emulator(clients=300, seed=3)
-def test_the_ids_go_to_the_xcom_and_the_client_ids_key(salebot_emulator: Any) -> None:
+def test_the_ids_are_the_xcom_and_the_count_its_own_key(salebot_emulator: Any) -> None:
     expected = clients_with(salebot_emulator, segment="vip")
     ti = TaskInstance()
     result = find(q={"segment": "vip"}).execute({"ti": ti})
     assert expected
-    assert result == {"count": len(expected), "client_ids": expected, "path": None}
-    assert ti.pushed == {"client_ids": expected}
+    assert result == expected
+    assert ti.pushed == {"count": len(expected)}
     assert [r.body for r in sends(salebot_emulator, "find_clients")] == [
         {"q": {"segment": "vip"}, "include_all": True}
     ]
@@ -96,18 +96,18 @@ def test_conditions_any_one_and_deal_variables(salebot_emulator: Any) -> None:
         | set(clients_with(salebot_emulator, city="Казань"))
     )
     result = find(q={"segment": "vip", "city": {"_in": ["Казань"]}}, include_all="false").execute({})
-    assert result["client_ids"] == vip_or_kazan
+    assert result == vip_or_kazan
     client = salebot_emulator.seed_clients(1, seed=5, with_deals=False)[0]
     for _ in range(2):  # two matching deals
         salebot_emulator.state.add_deal(client).variables["stage"] = "paid"
-    assert find(q={"stage": "paid"}, search_in="order").execute({})["client_ids"] == [client]
+    assert find(q={"stage": "paid"}, search_in="order").execute({}) == [client]
     assert sends(salebot_emulator, "find_clients")[-1].body["search_in"] == "order"
 
 
 def test_nothing_found_is_an_empty_list(salebot_emulator: Any) -> None:
     ti = TaskInstance()
-    assert find(q={"city": "Nowhere"}).execute({"ti": ti}) == {"count": 0, "client_ids": [], "path": None}
-    assert ti.pushed == {"client_ids": []}
+    assert find(q={"city": "Nowhere"}).execute({"ti": ti}) == []
+    assert ti.pushed == {"count": 0}
 
 
 @pytest.mark.salebot_emulator(clients=50, seed=6)
@@ -116,7 +116,7 @@ def test_output_path_holds_a_file_broadcast_reads(salebot_emulator: Any, tmp_pat
     expected = clients_with(salebot_emulator, segment="regular")
     out = tmp_path / f"found{suffix}"
     result = find(q={"segment": "regular"}, output_path=f"file://{out}").execute({})
-    assert result == {"count": len(expected), "client_ids": expected, "path": f"file://{out}"}
+    assert result == expected
     BroadcastOperator(task_id="b", clients=str(out), message="Hi").execute({})
     assert [item.client_id for item in salebot_emulator.outbox] == expected
 
@@ -127,8 +127,8 @@ def test_more_than_ten_thousand_go_to_output_path_only(salebot_emulator: Any, tm
     ti = TaskInstance()
     result = find(q={"segment": {"_not": "none"}}, output_path=out).execute({"ti": ti})
     ids = sorted(salebot_emulator.state.clients)
-    assert result == {"count": 10_001, "client_ids": None, "path": str(out)}
-    assert ti.pushed == {}
+    assert result == str(out)
+    assert ti.pushed == {"count": 10_001}
     assert (tmp_path / "found.txt").read_text() == "".join(f"{i}\n" for i in ids)
 
 
@@ -142,13 +142,13 @@ def test_more_than_ten_thousand_without_output_path_fails_naming_it(salebot_emul
 def test_exactly_ten_thousand_still_fit_the_xcom(salebot_emulator: Any) -> None:
     ids = salebot_emulator.seed_clients(10_000, seed=8, with_deals=False)
     result = find(q={"segment": {"_not": "none"}}).execute({})
-    assert (result["count"], result["client_ids"]) == (10_000, sorted(ids))
+    assert result == sorted(ids)
 
 
 def test_the_search_is_retried_as_a_read(salebot_emulator: Any) -> None:
     ids = salebot_emulator.seed_clients(5, seed=9, with_deals=False)
     salebot_emulator.inject("find_clients", status=502, times=1)
-    assert find(q={"segment": {"_not": "none"}}).execute({})["client_ids"] == sorted(ids)
+    assert find(q={"segment": {"_not": "none"}}).execute({}) == sorted(ids)
     assert [r.status for r in sends(salebot_emulator, "find_clients")] == [502, 200]
 
 
@@ -175,7 +175,7 @@ def test_a_client_named_twice_is_one_id_in_the_order_given(salebot_emulator: Any
     op = find(q={"a": 1})
     reply = {"status": "success", "client_ids": [30, "10", 30, 20, 10]}  # e.g. once per matching deal
     op.hook.find_clients = lambda *args, **kwargs: reply  # type: ignore[method-assign]
-    assert op.execute({}) == {"count": 3, "client_ids": [30, 10, 20], "path": None}
+    assert op.execute({}) == [30, 10, 20]
 
 
 def test_a_refusal_is_an_api_error(salebot_emulator: Any) -> None:
@@ -188,9 +188,9 @@ def test_q_rendered_as_text_is_read(salebot_emulator: Any) -> None:
     ids = salebot_emulator.seed_clients(20, seed=11, with_deals=False)
     op = find(q="{{ params.q }}")
     op.q = json.dumps({"segment": {"_in": ["vip", "new", "regular", "lapsed"]}})
-    assert op.execute({})["client_ids"] == sorted(ids)
+    assert op.execute({}) == sorted(ids)
     op.q = "{'segment': {'_not_in': ['vip', 'new', 'regular', 'lapsed']}}"
-    assert op.execute({})["client_ids"] == []
+    assert op.execute({}) == []
 
 
 def test_the_key_is_in_no_output(salebot_emulator: Any, capfd: Any, caplog: Any) -> None:

@@ -224,14 +224,3 @@ def test_fixture_gives_each_test_a_fresh_emulator_and_the_connection(pytester: p
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=4)
-
-
-def test_the_tour_runs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from salebot_provider.testing import tour
-
-    monkeypatch.setenv("AIRFLOW_CONN_SALEBOT_DEFAULT", "restored after the test")
-    tour.main()
-    printed = capsys.readouterr().out
-    assert "in_doubt=True, sent 1 time(s)" in printed
-    assert "load_clients: 1200 rows in chunks of 500, 1200 ok" in printed
-    assert "bad input is refused before sending" in printed

@@ -18,5 +18,5 @@ with DAG(
 ) as dag:
     find = FindClientsOperator(task_id="find", q="{{ params.q }}")
     find >> BroadcastOperator(
-        task_id="announce", clients=find.output["client_ids"], message="{{ params.message }}", chunk_size=3
+        task_id="announce", clients=find.output, message="{{ params.message }}", chunk_size=3
     )
