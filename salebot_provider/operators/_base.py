@@ -97,9 +97,9 @@ def is_literal(value: Any) -> bool:
     return True
 
 
-def interrupted(action: str, error: Exception, secret: str | None) -> SalebotError:
+def interrupted(action: str, error: BaseException, secret: str | None) -> SalebotError:
     """
-    A failed send as a SalebotError; anything else (a task timeout, a bug) as one in doubt.
+    A failed send as a SalebotError; anything else (a task timeout, a kill, a bug) as one in doubt.
 
     A request interrupted by something other than a Salebot error may have gone out: only the
     hook knows when it surely did not, and then it raises a SalebotError saying so.

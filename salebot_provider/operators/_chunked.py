@@ -91,7 +91,7 @@ class ChunkedIds:
             ledger.begin(start, end)
             try:
                 call(chunk)
-            except Exception as exc:
+            except BaseException as exc:
                 error = interrupted(self.action, exc, secret)
                 ledger.failed(error.in_doubt)
                 if error.in_doubt:
@@ -102,6 +102,8 @@ class ChunkedIds:
                         ", ".join(map(str, chunk)),
                     )
                 first = chunk[0] if not error.in_doubt else next(pending, None)
+                if ledger.durable and not isinstance(exc, Exception):
+                    raise  # a task timeout or a kill: the record holds the chunk in doubt
                 account = self._account(ledger, chunk if error.in_doubt else [], first)
                 raise ledger.stopped(error, account) from None
             ledger.done(end, sent=len(chunk))

@@ -61,6 +61,11 @@ class Ledger:
         self.key = f"salebot_{action}"
         self.store = context.get("task_state_store") if context is not None else None
         saved = self.store.get(self.key) if self.store is not None else None
+        nothing_sent = isinstance(saved, dict) and not any(
+            saved.get(name) for name in ("cursor", "in_doubt", "in_flight")
+        )
+        if nothing_sent:
+            saved = None  # earlier tries sent nothing (a definite refusal): start afresh
         if saved is not None and (
             not isinstance(saved, dict) or saved.get("fingerprint") != digest or saved.get("total") != total
         ):

@@ -81,11 +81,11 @@ def send_once(
     Make one send at most once across the tries of a task instance; return its result.
 
     The send is recorded in the task's ``task_state_store`` (Airflow 3.3+) as in flight before its
-    request and as done after, with its result, exactly as a broadcast to a list is. A later try
-    (a retry or a clear) of the same task instance then returns the kept result without a request
-    after a success, and fails for good (``AirflowFailException``) after a send that may have gone
-    out; only a send that surely was not processed is made again. Without ``task_state_store`` a
-    failure in doubt fails for good at once, and a definite refusal is an ordinary error.
+    request and as done after, with its result. A later try (a retry or a clear) of the same task
+    instance then returns the kept result without a request after a success, and fails for good
+    (``AirflowFailException``) after a send that may have gone out. A send in doubt fails for good
+    at once (there is nothing left to retry); a definite refusal raises the hook's own error (e.g.
+    ``SalebotNotFoundError``), which Airflow may retry.
 
     :param operator: the operator sending; its hook gives the key to keep out of error texts.
     :param context: the task's context.
@@ -101,11 +101,19 @@ def send_once(
         ledger.begin(0, 1)
         try:
             result = send()
-        except Exception as exc:
+        except BaseException as exc:
             error = interrupted(action, exc, secret)
             ledger.failed(error.in_doubt)
-            fate = "may have gone out (in doubt, not resent)" if error.in_doubt else "was not sent"
-            raise ledger.stopped(error, f"{what} {fate}") from None
+            if not error.in_doubt or (ledger.durable and not isinstance(exc, Exception)):
+                # A definite refusal as the hook raised it (Airflow may retry), or a task timeout or
+                # a kill that the record already holds in doubt.
+                raise
+            from airflow.providers.common.compat.sdk import AirflowFailException
+
+            raise AirflowFailException(
+                f"Salebot {action}: {what} may have gone out (in doubt); it is not resent, so that "
+                f"nobody gets it twice. Check it in Salebot. Cause: {str(error).rstrip('.')}"
+            ) from None
         ledger.set("result", result)
         ledger.done(1, sent=1)
         return result

@@ -127,11 +127,13 @@ class LoadClientsOperator(SalebotOperator):
             self._earlier(ledger, items, size, spool)
             try:
                 self._load(ledger, items, size, spool)
-            except Exception as exc:
+            except BaseException as exc:
                 error = interrupted("load_clients", exc, secret)
                 for item in items:
                     _write(spool, item, None, "not_tried")
                 self._output(spool)
+                if ledger.durable and not isinstance(exc, Exception):
+                    raise  # a task timeout or a kill: the record holds the chunk in doubt
                 raise ledger.stopped(error, self._account(ledger)) from None
             summary, doubtful = self._summary(spool, total)
         self.log.info(
@@ -182,7 +184,7 @@ class LoadClientsOperator(SalebotOperator):
             ledger.begin(start, end)
             try:
                 reply = self.hook.load_clients(chunk)
-            except Exception as exc:
+            except BaseException as exc:
                 in_doubt = interrupted("load_clients", exc, None).in_doubt
                 ledger.failed(in_doubt)
                 for item in chunk:

@@ -272,21 +272,47 @@ def test_a_chunk_in_flight_when_the_worker_died_is_never_resent(
     ids = salebot_emulator.seed_clients(1000, seed=13, with_deals=False)
     op = broadcast(clients=ids)
     real = op.hook.broadcast
+    recorded: list[Any] = []
 
     def killed_after_second(**kwargs: Any) -> Any:
         reply = real(**kwargs)
         if len(sends(salebot_emulator, "broadcast")) == 2:
-            raise SystemExit("killed")  # the worker dies after sending, before recording
+            # SIGKILL after sending: nothing runs after this, so the record still says in flight.
+            recorded.append(store.get("salebot_broadcast"))
+            raise SystemExit("killed")
         return reply
 
     op.hook.broadcast = killed_after_second  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         op.execute({"task_state_store": store})
-    assert store.data["salebot_broadcast"]["in_flight"] == [500, 1000]
+    assert recorded[0]["in_flight"] == [500, 1000]
+    store.data["salebot_broadcast"] = recorded[0]  # as a SIGKILL would have left it
     with pytest.raises(AirflowFailException, match="500 sent, 500 in doubt"):
         broadcast(clients=ids).execute({"task_state_store": store})
     assert recipients(salebot_emulator) == ids
     assert len(sends(salebot_emulator, "broadcast")) == 2
+
+
+def test_a_task_timeout_mid_send_leaves_the_chunk_in_doubt(salebot_emulator: Any, store: StateStore) -> None:
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    for context in ({"task_state_store": store}, {}):
+        salebot_emulator.reset()
+        ids = salebot_emulator.seed_clients(1000, seed=23, with_deals=False)
+        op = broadcast(clients=ids)
+        real = op.hook.broadcast
+
+        def timed_out(real: Any = real, **kwargs: Any) -> Any:
+            real(**kwargs)
+            if len(sends(salebot_emulator, "broadcast")) == 2:
+                raise AirflowTaskTimeout("execution_timeout")  # a BaseException
+            return None
+
+        op.hook.broadcast = timed_out  # type: ignore[method-assign]
+        expected = AirflowTaskTimeout if context else AirflowFailException
+        with pytest.raises(expected):
+            op.execute(context)
+    assert store.data["salebot_broadcast"]["in_doubt"] == [[500, 1000]]
 
 
 def test_a_definite_refusal_is_retried_from_the_same_chunk(
