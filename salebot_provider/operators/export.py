@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from salebot_provider.api import check_param, reply_field
-from salebot_provider.exceptions import SalebotAPIError, SalebotError, SalebotValidationError
+from salebot_provider.exceptions import (
+    SalebotAPIError,
+    SalebotError,
+    SalebotNotFoundError,
+    SalebotValidationError,
+)
 from salebot_provider.operators._base import SalebotOperator, check_count, check_flag, is_literal
 from salebot_provider.operators._sources import output_path
 
@@ -166,7 +171,16 @@ class ExportClientsOperator(SalebotOperator):
 
 
 def _with(client: dict[str, Any], reply: Future[Any]) -> dict[str, Any]:
-    """A client's line: the client and its variables, from a ``get_variables`` reply of the right shape."""
+    """
+    A client's line: the client and its variables, from a ``get_variables`` reply of the right shape.
+
+    A client deleted since its page was read has no variables to fetch: its line says so
+    (``"deleted": true``) rather than one client ending a long export.
+    """
+    try:
+        reply.result()
+    except SalebotNotFoundError:
+        return {**client, "variables": None, "order_variables": None, "deleted": True}
     variables = reply_field("get_variables", reply.result(), "variables")
     order_variables = reply.result().get("order_variables")
     if not isinstance(variables, dict) or not isinstance(order_variables, dict | None):

@@ -126,6 +126,27 @@ def test_with_variables_in_the_order_of_the_clients(
     assert len(sends(salebot_emulator, "get_variables")) == 40
 
 
+@pytest.mark.salebot_emulator(clients=5, seed=4)
+def test_a_client_deleted_during_the_export_gets_a_line_saying_so(
+    salebot_emulator: Any, tmp_path: Any
+) -> None:
+    gone = newest_first(salebot_emulator)[2]
+    op = export(path=str(tmp_path / "clients.jsonl"), with_variables=True, max_workers=1)
+    real = op.hook.get_variables
+
+    def deleted_meanwhile(client_id: Any) -> Any:
+        if client_id == gone:
+            salebot_emulator.state.delete_client(gone)
+        return real(client_id)
+
+    op.hook.get_variables = deleted_meanwhile  # type: ignore[method-assign]
+    assert op.execute({})["clients"] == 5
+    rows = {row["id"]: row for row in lines(tmp_path / "clients.jsonl")}
+    assert rows[gone]["deleted"] is True
+    assert rows[gone]["variables"] is None
+    assert sum(1 for row in rows.values() if row.get("deleted")) == 1
+
+
 def test_the_variables_are_fetched_concurrently(salebot_emulator: Any, tmp_path: Any) -> None:
     salebot_emulator.seed_clients(8, seed=3, with_deals=False)
     op = export(path=str(tmp_path / "c.jsonl"), with_variables=True, max_workers=4)
