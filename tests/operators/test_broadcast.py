@@ -158,8 +158,10 @@ def test_with_shift_each_chunk_begins_when_the_previous_sequence_ends(salebot_em
     broadcast(clients=ids, shift=0.5, chunk_size=100).execute({})
     due = [item.due_at for item in salebot_emulator.outbox]
     gaps = [b - a for a, b in itertools.pairwise(due)]
-    assert all(0.5 - 1e-6 <= gap < 1.5 for gap in gaps)  # whole seconds, rounded up, never overlapping
-    assert due[-1] - due[0] == pytest.approx(249 * 0.5, abs=2)
+    # Never overlapping; a chunk begins late only by how long its request took to reach Salebot
+    # (time_shift counts from then), never by another chunk's length.
+    assert all(0.5 - 1e-6 <= gap < 30 for gap in gaps)
+    assert due[-1] - due[0] >= 249 * 0.5 - 1e-6
     time_shifts = [r.body.get("time_shift") for r in sends(salebot_emulator, "broadcast")]
     assert time_shifts[0] is None
     assert [type(t) for t in time_shifts[1:]] == [int, int]
