@@ -140,11 +140,11 @@ class ExportClientsOperator(SalebotOperator):
             if part.exists():
                 part.unlink()
             if isinstance(exc, SalebotError):
-                raise SalebotError(
-                    f"Salebot export stopped after {count:,} clients; nothing was written to {self.path}. "
-                    f"Cause: {exc}",
-                    action=exc.action,
-                ) from None
+                # The same error, its class kept (SalebotPermissionError ...), saying how far it got.
+                exc.args = (
+                    f"Salebot export stopped after {count:,} clients; nothing was written to "
+                    f"{self.path}. Cause: {exc}",
+                )
             raise
         self.log.info("Salebot export: %s clients written to %s", f"{count:,}", self.path)
         return {"clients": count, "path": str(self.path)}

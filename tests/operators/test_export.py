@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import Asset, ObjectStoragePath
 
-from salebot_provider.exceptions import SalebotError, SalebotValidationError
+from salebot_provider.exceptions import SalebotError, SalebotPermissionError, SalebotValidationError
 from salebot_provider.operators.export import ExportClientsOperator
 from tests.operators.conftest import sends
 
@@ -206,6 +206,17 @@ def test_a_failure_mid_way_leaves_no_file_and_the_earlier_export_intact(
         third_page = [i for i, a in enumerate(actions) if a == "get_clients"][2]
         assert actions[:third_page].count("get_variables") >= written
         assert actions.count("get_variables") <= 1000
+
+
+@pytest.mark.salebot_emulator(clients=10, seed=7)
+def test_a_refusal_keeps_its_class(salebot_emulator: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    weak = salebot_emulator.add_key(["crm_read"])  # no clients_read
+    conn = salebot_emulator.connection_json(backoff_factor=0).replace(salebot_emulator.api_key, weak)
+    monkeypatch.setenv("AIRFLOW_CONN_SALEBOT_DEFAULT", conn)
+    with pytest.raises(SalebotPermissionError, match="Salebot export stopped after 0 clients") as raised:
+        export(path=str(tmp_path / "clients.jsonl")).execute({})
+    assert "clients_read" in str(raised.value)
+    assert weak not in str(raised.value)
 
 
 @pytest.mark.salebot_emulator(clients=30, seed=6)
