@@ -93,3 +93,9 @@ def task_instances(dag_run: DagRun) -> dict[str, TaskInstance]:
         tis = dag_run.get_task_instances(session=session)
         session.expunge_all()
     return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti for ti in tis}
+
+
+def no_key(emulator: Any, *texts: str) -> None:
+    """Assert that the emulator's API key is in none of these texts (output, logs, XComs ...)."""
+    for text in texts:
+        assert emulator.api_key not in text

@@ -11,7 +11,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from tests.dags.conftest import task_instances
+from tests.dags.conftest import no_key, task_instances
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_IDS = {"salebot_crm_sync", "salebot_campaign_broadcast", "salebot_order_pipeline"}
@@ -108,8 +108,3 @@ def test_order_pipeline_waits_for_payment_then_thanks(
     (thanks,) = salebot_emulator.outbox
     assert (thanks.client_id, thanks.text) == (client, f"Thank you! Your order {order_id} is paid.")
     no_key(salebot_emulator, *capfd.readouterr())
-
-
-def no_key(emulator: Any, *texts: str) -> None:
-    for text in texts:
-        assert emulator.api_key not in text

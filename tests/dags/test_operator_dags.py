@@ -7,12 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.dags.conftest import task_instances
-
-
-def no_key(emulator: Any, *texts: str) -> None:
-    for text in texts:
-        assert emulator.api_key not in text
+from tests.dags.conftest import no_key, task_instances
 
 
 def test_broadcast_dag_resumes_after_a_mid_way_502_and_mapping_works(
