@@ -530,9 +530,9 @@ class SalebotHook(BaseHook):
         :param reverse: oldest first (only without ``list_id``).
         :raises SalebotValidationError: on bad arguments, before any request.
         """
-        if not isinstance(page_size, int) or isinstance(page_size, bool):
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= 500:
             raise SalebotValidationError(
-                f"Salebot iter_clients: 'page_size' must be a whole number; got {page_size!r}"
+                f"Salebot iter_clients: 'page_size' must be a whole number from 1 to 500; got {page_size!r}"
             )
         validate(
             "get_clients", {"limit": page_size, "list": list_id, "reverse": reverse or None, "offset": 0}

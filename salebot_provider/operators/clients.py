@@ -100,6 +100,8 @@ class LoadClientsOperator(SalebotOperator):
         self.fail_on_item_error = fail_on_item_error
         if is_literal(chunk_size):
             check_count("load_clients", "chunk_size", chunk_size, 500)
+        if is_literal(fail_on_item_error):
+            check_flag("load_clients", "fail_on_item_error", fail_on_item_error)
         if isinstance(clients, list | tuple) and is_literal(clients):
             for where, row in Rows("load_clients", "clients", clients):
                 _item(where, row)  # a mistake in a literal list shows when the DAG file is parsed

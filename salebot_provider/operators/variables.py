@@ -140,6 +140,9 @@ class SaveVariablesOperator(SalebotOperator):
             workers = check_count("save_variables", "max_workers", self.max_workers, 4, MAX_WORKERS)
         if parsing and self.variables is not None and is_literal(self.variables):
             self._checked(f"client {self.client_id}" if self.client_id else "clients", self.variables)
+        if parsing and isinstance(self.clients, list | tuple) and is_literal(self.clients):
+            for _ in unique_ids(Rows("save_variables", "clients", self.clients, column="client_id"), "id"):
+                pass  # a mistake in a literal list shows when the DAG file is parsed
         if parsing and self.client_id is not None and is_literal(self.client_id):
             check_param("save_variables", "id", "client_id", self.client_id)
         if (

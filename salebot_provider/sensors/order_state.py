@@ -98,8 +98,14 @@ class OrderStateSensor(BaseSensorOperator):
                 f"{MAX_POLL_INTERVAL:g} seconds; got {self.poke_interval:g}",
                 action=ACTION,
             )
-        if all(map(is_literal, (client_id, order_id, target_states, failure_states))):
-            self._wait()
+        # Each literal argument is checked when the DAG file is parsed; a templated one, in the task.
+        OrderWait.checked(
+            client_id if is_literal(client_id) else 1,
+            order_id if is_literal(order_id) else None,
+            target_states if is_literal(target_states) else [],
+            failure_states if is_literal(failure_states) else [],
+            partial=not (is_literal(target_states) and is_literal(failure_states)),
+        )
 
     @cached_property
     def hook(self) -> SalebotHook:

@@ -72,7 +72,9 @@ class OrderWait:
     failure_states: tuple[int, ...]
 
     @classmethod
-    def checked(cls, client_id: Any, order_id: Any, target_states: Any, failure_states: Any) -> OrderWait:
+    def checked(
+        cls, client_id: Any, order_id: Any, target_states: Any, failure_states: Any, *, partial: bool = False
+    ) -> OrderWait:
         """
         Check and normalise the input, before any request.
 
@@ -80,11 +82,13 @@ class OrderWait:
         :param order_id: the deal's id, or None for the current deal.
         :param target_states: one state id or several (integers or strings of digits).
         :param failure_states: one state id or several; may be empty.
+        :param partial: some states are not known yet (a template): an empty ``target_states`` is
+            not an error.
         :raises SalebotValidationError: naming the parameter and the rule broken.
         """
         ids = validate(ACTION, {"client_id": client_id, "order_id": order_id})
         targets = _states("target_states", target_states)
-        if not targets:
+        if not targets and not partial:
             raise _invalid("parameter 'target_states' must name at least one state id")
         failures = _states("failure_states", failure_states)
         both = sorted(set(targets) & set(failures))
