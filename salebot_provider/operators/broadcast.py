@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from salebot_provider.api import SEND_TIME_FORMAT, validate
-from salebot_provider.exceptions import SalebotValidationError
+from salebot_provider.exceptions import SalebotError, SalebotValidationError
 from salebot_provider.operators._base import SalebotOperator, check_count, is_literal, moment
 from salebot_provider.operators._chunked import ChunkedIds
 from salebot_provider.operators._ledger import Fingerprint, Ledger
@@ -201,9 +201,18 @@ class BroadcastOperator(SalebotOperator):
 
             def send(chunk: list[Any]) -> None:
                 schedule, latest = self._schedule(ledger, content)
-                self.hook.broadcast(**{**content, **schedule, name: chunk})
-                # Salebot had the request by now, so the chunk began by ``latest(now)`` at the latest.
-                ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
+                may_have_gone_out = True
+                try:
+                    self.hook.broadcast(**{**content, **schedule, name: chunk})
+                except SalebotError as exc:
+                    may_have_gone_out = exc.in_doubt
+                    raise
+                finally:
+                    if may_have_gone_out:
+                        # Salebot had (or may have had) the request by now, so the chunk began by
+                        # ``latest(now)`` at the latest; the next one begins after its sequence, even
+                        # when this one is in doubt, so that two sequences never overlap.
+                        ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
 
             ids.send(self.log, ledger, size, send, self.hook.settings.api_key)
         if ledger.in_doubt:
