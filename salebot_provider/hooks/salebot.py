@@ -389,18 +389,10 @@ class SalebotHook(BaseHook):
         timeout: float | None = None,
     ) -> Any:
         settings = self.settings
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(attempts or settings.max_retries + 1),
-            wait=self._wait,
-            retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, SalebotError) and is_retryable(spec, e)
-            ),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         send = spec is None or not spec.idempotent
+        timeout = timeout or settings.timeout
         try:
-            reply = retrying(self._attempt, request, timeout or settings.timeout, send)
+            reply = self._retried(request, spec, timeout, send, attempts or settings.max_retries + 1)
         except SalebotError as exc:
             if send:
                 doubt = "in doubt, it may have been processed" if exc.in_doubt else "not processed"
@@ -411,6 +403,38 @@ class SalebotHook(BaseHook):
         if send:
             self.log.info("Salebot %s to %s: done", request.action, audience)
         return reply
+
+    def _retried(
+        self, request: Request, spec: Action | None, timeout: float, send: bool, attempts: int
+    ) -> Any:
+        """
+        Make the exchange, retried as the action's policy allows.
+
+        The first attempt is made directly, so that a call that succeeds (most do) pays nothing for
+        the retry machinery; tenacity takes over from its failure, counting it as attempt 1.
+        """
+        failed: list[SalebotError] = []
+        try:
+            return self._attempt(request, timeout, send)
+        except SalebotError as exc:
+            failed.append(exc)
+        # Out of the except block, so that a later attempt's error does not chain the first one.
+
+        def attempt() -> Any:
+            if failed:
+                raise failed.pop()
+            return self._attempt(request, timeout, send)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, SalebotError) and is_retryable(spec, e)
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return retrying(attempt)
 
     @_Once
     def _backoff(self) -> tenacity.wait.wait_base:
