@@ -213,8 +213,10 @@ def read_whole(response: requests.Response, deadline: float) -> bytes:
     """
     raw = response.raw
     body = bytearray()
+    # A body of known length, not encoded, ends when that many bytes came: no last empty read.
+    plain = response.headers.get("Content-Encoding", "identity").strip().lower() == "identity"
     try:
-        while True:
+        while not (plain and body and raw.length_remaining == 0):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise requests.exceptions.ReadTimeout("the whole reply did not arrive in time")
