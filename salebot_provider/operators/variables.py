@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-#: Clients read per round of the per-client mode: within a round, clients with identical variables
+#: Rows read per round of the per-client mode: within a round, clients with identical variables
 #: become one request, and a client given twice has its rows merged (the later value wins). Rounds
-#: run one after another, so memory stays flat whatever the input's size.
-ROUND = 10_000
+#: run one after another, so memory is bounded whatever the input's size (about 50 MB a round: a
+#: client id and a shared reference to its set of values per row).
+ROUND = 250_000
 #: The most concurrent requests: the hook's connection pool holds 10.
 MAX_WORKERS = 10
 
@@ -190,14 +191,23 @@ class SaveVariablesOperator(SalebotOperator):
 
     def _grouped(self, source: Iterable[tuple[Any, dict[str, Any]]], size: int) -> Iterator[Any]:
         """Requests of one round after another: clients with identical variables in one request."""
-        for round_ in batched(source, ROUND):
-            merged: dict[str, tuple[Any, dict[str, Any]]] = {}
-            for client_id, variables in round_:
+        rows = iter(source)
+        while True:
+            # Each client keeps only the JSON of its values, one string shared by every client with
+            # the same values, so a round costs a client id and a reference per row.
+            sets: dict[str, str] = {}
+            merged: dict[str, tuple[Any, str]] = {}
+            for client_id, variables in itertools.islice(rows, ROUND):
                 earlier = merged.get(str(client_id))
-                merged[str(client_id)] = (client_id, {**earlier[1], **variables} if earlier else variables)
+                values = {**json.loads(earlier[1]), **variables} if earlier else variables
+                key = json.dumps(values, sort_keys=True)
+                merged[str(client_id)] = (client_id, sets.setdefault(key, key))
+            if not merged:
+                return
             groups: dict[str, list[Any]] = {}
-            for client_id, variables in merged.values():
-                groups.setdefault(json.dumps(variables, sort_keys=True), []).append(client_id)
+            for client_id, key in merged.values():
+                groups.setdefault(key, []).append(client_id)
+            del merged
             for key, ids in groups.items():
                 for chunk in batched(ids, size):
                     yield json.loads(key), chunk

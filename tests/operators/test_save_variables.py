@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -140,12 +141,15 @@ def test_requests_run_max_workers_at_a_time_within_the_rate_limit(
         return real(variables, **kwargs)
 
     op.hook.save_variables = meet  # type: ignore[method-assign]
+    started = time.monotonic()
     assert op.execute({}) == {"clients": 12, "requests": 12}
+    took = time.monotonic() - started
     assert all(salebot_emulator.client(i).variables["n"] == n for n, i in enumerate(ids))
     # The connection's rate_limit (50/s) spaces the requests of all the threads 20 ms apart, so
-    # twelve of them span at least 11 gaps (less a little: one may be slower to arrive than sent).
-    arrivals = sorted(r.time for r in sends(salebot_emulator, "save_variables"))
-    assert arrivals[-1] - arrivals[0] >= 11 * 0.02 - 0.03
+    # twelve of them cannot all go out in less than 11 gaps. (Measured around the whole task, not
+    # from arrival times, which a loaded machine can bunch together.)
+    assert len(sends(salebot_emulator, "save_variables")) == 12
+    assert took >= 11 * 0.02
 
 
 def test_a_failure_says_what_was_written(salebot_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
