@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Bytes read from the socket at a time while a reply's body comes in.
 READ_SIZE = 65536
+#: Keep-alive connections kept per host: as many as an operator's ``max_workers`` may use at once.
+POOL_SIZE = 16
 
 
 class _Watchdog:
@@ -162,8 +164,8 @@ class Session(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mount("https://", _Adapter())
-        self.mount("http://", _Adapter())
+        self.mount("https://", _Adapter(pool_maxsize=POOL_SIZE))
+        self.mount("http://", _Adapter(pool_maxsize=POOL_SIZE))
 
     def get_redirect_target(self, resp: requests.Response) -> None:
         """Say there is nowhere to go: a 3xx is then judged as a failure like any other reply."""

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-#: The most concurrent get_variables requests: the hook's connection pool holds 10.
-MAX_WORKERS = 10
+#: The most concurrent get_variables requests: the hook's connection pool keeps 16
+#: (``transport.POOL_SIZE``).
+MAX_WORKERS = 16
 
 
 def _asset_uri(path: Any) -> str | None:
@@ -81,7 +82,7 @@ class ExportClientsOperator(SalebotOperator):
     :param path: where to write: a local path, a URI or an ``ObjectStoragePath``. (templated)
     :param list_id: only the clients of this list. (templated)
     :param with_variables: also fetch each client's variables (one request per client). (templated)
-    :param max_workers: ``get_variables`` requests at a time, 1 to 10 (default 4). (templated)
+    :param max_workers: ``get_variables`` requests at a time, 1 to 16 (default 4). (templated)
     :param salebot_conn_id: the Airflow connection of type ``salebot``.
     :return: ``{"clients": N, "path": path}``.
     """

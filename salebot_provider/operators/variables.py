@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 #: run one after another, so memory is bounded whatever the input's size (about 50 MB a round: a
 #: client id and a shared reference to its set of values per row).
 ROUND = 250_000
-#: The most concurrent requests: the hook's connection pool holds 10.
-MAX_WORKERS = 10
+#: The most concurrent requests: the hook's connection pool keeps 16
+#: (``transport.POOL_SIZE``).
+MAX_WORKERS = 16
 
 
 def _value(where: str, name: Any, value: Any) -> Any:
@@ -81,7 +82,7 @@ class SaveVariablesOperator(SalebotOperator):
     :param clients: many clients: a list, a JSON list, or a file's path or URI. (templated)
     :param client_variables: per-client values, as above. (templated)
     :param chunk_size: clients per request when many share the variables (default 500). (templated)
-    :param max_workers: requests at a time, 1 to 10 (default 4). (templated)
+    :param max_workers: requests at a time, 1 to 16 (default 4). (templated)
     :param salebot_conn_id: the Airflow connection of type ``salebot``.
     :return: ``{"clients": N, "requests": k}``.
     """

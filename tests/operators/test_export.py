@@ -33,8 +33,8 @@ def newest_first(emulator: Any) -> list[int]:
     [
         ({"list_id": "x"}, "'list_id' must be an integer id"),
         ({"with_variables": "yes"}, "'with_variables' must be True or False"),
-        ({"max_workers": 0}, "'max_workers' must be a whole number from 1 to 10"),
-        ({"max_workers": "11"}, "'max_workers' must be a whole number from 1 to 10"),
+        ({"max_workers": 0}, "'max_workers' must be a whole number from 1 to 16"),
+        ({"max_workers": "17"}, "'max_workers' must be a whole number from 1 to 16"),
         ({"path": "file://relative/clients.jsonl"}, "give an absolute one"),
     ],
 )
@@ -55,7 +55,7 @@ def test_literal_mistakes_show_when_the_dag_file_is_parsed() -> None:
     with pytest.raises(SalebotValidationError, match="list_id"):
         ExportClientsOperator(task_id="e", path="/data/c.jsonl", list_id="one")
     with pytest.raises(SalebotValidationError, match="max_workers"):
-        ExportClientsOperator(task_id="e", path="/data/c.jsonl", max_workers=11)
+        ExportClientsOperator(task_id="e", path="/data/c.jsonl", max_workers=17)
     with pytest.raises(SalebotValidationError, match="with_variables"):
         ExportClientsOperator(task_id="e", path="/data/c.jsonl", with_variables=None)
     with pytest.raises(SalebotValidationError, match="absolute"):

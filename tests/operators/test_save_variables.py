@@ -33,7 +33,7 @@ def save(**kwargs: Any) -> SaveVariablesOperator:
         ({"client_variables": {5: {"a": {"b": 1}}}}, "client_variables[0] (client 5), variable 'a'"),
         ({"client_variables": [{"client_id": 5, "variables": {"": 1}}]}, "variable name"),
         ({"client_variables": [{"variables": {"a": 1}}]}, "must be an object with 'client_id'"),
-        ({"client_variables": [{"client_id": 5, "variables": {"a": 1}}], "max_workers": 11}, "'max_workers'"),
+        ({"client_variables": [{"client_id": 5, "variables": {"a": 1}}], "max_workers": 17}, "'max_workers'"),
         ({"clients": [1], "variables": {"a": 1}, "chunk_size": 0}, "chunk_size"),
     ],
 )

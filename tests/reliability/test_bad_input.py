@@ -598,9 +598,9 @@ OPERATOR_CASES = [
     ),
     # ------------------------------------------------------------ SaveVariablesOperator
     op_case(
-        "save_variables-max_workers-over-10",
+        "save_variables-max_workers-over-16",
         "'max_workers'",
-        lambda _: SaveVariablesOperator(task_id=T, client_id=1, variables={"a": 1}, max_workers=11),
+        lambda _: SaveVariablesOperator(task_id=T, client_id=1, variables={"a": 1}, max_workers=17),
     ),
     op_case(
         "save_variables-max_workers-zero",
@@ -758,9 +758,9 @@ OPERATOR_CASES = [
     ),
     # ------------------------------------------------------------ ExportClientsOperator
     op_case(
-        "export-max_workers-over-10",
+        "export-max_workers-over-16",
         "'max_workers'",
-        lambda tmp: ExportClientsOperator(task_id=T, path=str(tmp / "c.jsonl"), max_workers=11),
+        lambda tmp: ExportClientsOperator(task_id=T, path=str(tmp / "c.jsonl"), max_workers=17),
     ),
     op_case(
         "export-with_variables-not-a-flag",
