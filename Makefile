@@ -29,9 +29,19 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/emulator.py
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Measurements side by side, printed as tables with ratios (docs/performance.md); not part of `make test`.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/hook_overhead.py
+	$(BIN)/python bench/imports.py
+	$(BIN)/python bench/operators.py
 	$(BIN)/python bench/triggers.py
+	$(BIN)/python bench/emulator.py
 
 clean:
 	rm -rf $(VENV) .airflow-demo .pytest_cache .mypy_cache .ruff_cache
