@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/imports.py
 	$(BIN)/python bench/operators.py
 	$(BIN)/python bench/triggers.py
+	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/emulator.py
 
 clean:
