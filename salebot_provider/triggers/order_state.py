@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import random
@@ -190,12 +191,27 @@ class _RateLimiter:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue  # a pause may have come meanwhile
+                due = self._next_turn()
                 turn = self._queue.popleft()
                 if not turn.done():  # a cancelled waiter takes no turn
                     turn.set_result(None)
-                    self._last = loop.time()
+                    self._last = self._taken(due, loop.time())
         finally:
             self._turns = None
+
+    def _taken(self, due: float, now: float) -> float:
+        """
+        The moment a turn due at ``due`` and handed out at ``now`` counts as taken.
+
+        A busy loop hands turns out late: the schedule is kept, making up at most a tenth of a turn
+        each time, so that the rate holds and the next turn never comes closer than 0.9 of one.
+        """
+        return max(due, now - self.interval / 10)
+
+    @property
+    def backlog(self) -> float:
+        """Seconds until a request that asks now gets its turn (at least, with nobody cancelled)."""
+        return len(self._queue) * self.interval
 
     def pause(self, seconds: float) -> None:
         """Let no request go for ``seconds``, whoever waits."""
@@ -271,6 +287,18 @@ async def _shared(conn_id: str, settings: ConnectionSettings) -> AsyncIterator[_
         if not shared.users:
             del _SHARED[key]
             await shared.close()
+
+
+#: The connection reads under way, by connection id and event loop.
+_READS: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[ConnectionSettings]] = {}
+
+
+def _read_done(key: tuple[str, asyncio.AbstractEventLoop], read: asyncio.Future[ConnectionSettings]) -> None:
+    """Forget a finished read, so that the next one reads afresh (an edited connection)."""
+    if _READS.get(key) is read:
+        del _READS[key]
+    if not read.cancelled():
+        read.exception()  # retrieved here, so an error nobody waited for is not logged as lost
 
 
 async def _fetch(shared: _Shared, request: Request, settings: ConnectionSettings) -> Any:
@@ -368,6 +396,21 @@ class OrderStateTrigger(BaseTrigger):
         yield TriggerEvent(await self._poll())  # type: ignore[no-untyped-call]
 
     async def _settings(self) -> ConnectionSettings:
+        """
+        The connection's settings, read once for every trigger that asks while a read is under way.
+
+        A triggerer that starts (or restarts) with a thousand triggers would otherwise make a
+        thousand reads of the same connection at once, each a round trip to the API server and two
+        to the supervisor (masking the key), and the first polls would wait for all of them.
+        """
+        key = (self.salebot_conn_id, asyncio.get_running_loop())
+        read = _READS.get(key)
+        if read is None:
+            read = _READS[key] = asyncio.ensure_future(self._read_settings())
+            read.add_done_callback(functools.partial(_read_done, key))
+        return await asyncio.shield(read)  # one trigger cancelled does not cancel the others' read
+
+    async def _read_settings(self) -> ConnectionSettings:
         aget_connection = getattr(BaseHook, "aget_connection", None)
         if aget_connection is not None:
             conn = await aget_connection(self.salebot_conn_id)
@@ -461,7 +504,10 @@ class OrderStateTrigger(BaseTrigger):
                     self.log.info("%s", message)
                     return {"status": status, "state_id": state_id, "message": message}
                 failures = 0
-                await asyncio.sleep(self.poll_interval * random.uniform(0.8, 1.2))
+                # The wait in the limiter's queue counts towards the interval: with many sensors
+                # the queue alone spaces the polls, and sleeping first would add to every sweep.
+                pause = self.poll_interval * random.uniform(0.8, 1.2) - shared.limiter.backlog
+                await asyncio.sleep(max(pause, 0.0))
 
     async def _given_up(
         self, settings: ConnectionSettings, error: SalebotError

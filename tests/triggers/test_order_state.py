@@ -460,3 +460,78 @@ def test_a_connection_edited_during_the_wait_is_used(
 def test_an_error_event_names_the_error_class(emulator: SalebotEmulator) -> None:
     (event,) = run(OrderStateTrigger(999, 104, poll_interval=0))
     assert (event["status"], event["error"]) == ("error", "SalebotNotFoundError")
+
+
+def test_triggers_that_start_together_share_one_read_of_the_connection(
+    emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A triggerer that starts with many triggers: one read of the connection (an API server round
+    # trip, and two to the supervisor to mask the key), not one per trigger.
+    real = OrderStateTrigger._read_settings
+    reads: list[int] = []
+    gate = threading.Event()
+
+    async def slow_read(self: OrderStateTrigger) -> Any:
+        reads.append(1)
+        await asyncio.to_thread(gate.wait, 10)  # every trigger asks while this read is under way
+        return await real(self)
+
+    monkeypatch.setattr(OrderStateTrigger, "_read_settings", slow_read)
+    deals = [new_deal(emulator, 104) for _ in range(20)]
+    threading.Timer(0.3, gate.set).start()
+    events = run(*(OrderStateTrigger(c, 104, order_id=o, poll_interval=0) for c, o in deals))
+    assert [e["status"] for e in events] == ["success"] * 20
+    assert reads == [1]
+    assert order_state._READS == {}  # done reads are forgotten: a later read is fresh
+
+
+def test_a_trigger_cancelled_during_the_shared_read_does_not_cancel_it_for_the_others(
+    emulator: SalebotEmulator,
+) -> None:
+    client_id, order_id = new_deal(emulator, 104)
+
+    async def main() -> Any:
+        leaving = OrderStateTrigger(client_id, 104, order_id=order_id, poll_interval=0)
+        staying = OrderStateTrigger(client_id, 104, order_id=order_id, poll_interval=0)
+        first = asyncio.ensure_future(leaving._settings())
+        second = asyncio.ensure_future(staying._settings())
+        await asyncio.sleep(0)
+        first.cancel()
+        return await second
+
+    settings = asyncio.run(main())
+    assert settings.base_url == emulator.base_url
+
+
+def test_turns_handed_out_late_keep_the_schedule_but_never_come_closer_than_nine_tenths() -> None:
+    limiter = order_state._RateLimiter(10)  # a turn every 0.1 s
+    # Turns handed out a little late (a busy loop) are counted on schedule: the rate holds.
+    last = 0.0
+    for _ in range(100):
+        due = last + limiter.interval
+        last = limiter._taken(due, due + 0.005)
+    assert last == pytest.approx(100 * limiter.interval)
+    # However late a turn is handed out, the next one is at least 0.9 of a turn after it.
+    for late in (0.0, 0.005, 0.01, 0.05, 0.3, 10.0):
+        handed_out = 1.0 + late
+        next_turn = limiter._taken(1.0, handed_out) + limiter.interval
+        assert next_turn - handed_out >= 0.9 * limiter.interval - 1e-9
+
+
+def test_the_limiters_backlog_counts_the_waiters_in_its_queue() -> None:
+    async def main() -> tuple[float, float]:
+        limiter = order_state._RateLimiter(10)
+        await limiter.acquire()
+        empty = limiter.backlog
+        queued = [asyncio.ensure_future(limiter.acquire()) for _ in range(5)]
+        await asyncio.sleep(0)
+        waiting = limiter.backlog
+        for waiter in queued:
+            waiter.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        limiter.close()
+        return empty, waiting
+
+    empty, waiting = asyncio.run(main())
+    assert empty == 0
+    assert waiting == pytest.approx(0.5)
