@@ -23,6 +23,8 @@ class SalebotOperator(BaseOperator):
     """
 
     ui_color = "#e3f1ff"
+    #: Set by :meth:`on_kill`: a chunked send stops before its next chunk.
+    stop_asked = False
 
     def __init__(self, *, salebot_conn_id: str = "salebot_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -34,6 +36,25 @@ class SalebotOperator(BaseOperator):
         from salebot_provider.hooks.salebot import SalebotHook
 
         return SalebotHook(salebot_conn_id=self.salebot_conn_id)
+
+    def on_kill(self) -> None:
+        """
+        Stop before the next chunk: Airflow calls this when the task is told to stop (SIGTERM).
+
+        The request under way finishes and is recorded; no new one starts. A chunked send then fails
+        with an ordinary error naming what was sent and what was not, so that a retry sends the rest.
+        (Airflow kills the task for good a few seconds later; a chunk cut off then is in doubt.)
+        """
+        self.stop_asked = True
+
+
+def asked_to_stop(action: str) -> SalebotError:
+    """The error that ends a chunked send between two chunks because the task was told to stop."""
+    return SalebotError(
+        f"Salebot {action}: the task was told to stop (SIGTERM: a worker shutting down, a task marked "
+        "failed or cleared), so no further request was started",
+        action=action,
+    )
 
 
 #: The largest chunk_size accepted where Salebot documents no limit: a bigger request body gains

@@ -6,7 +6,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from salebot_provider.api import batched
-from salebot_provider.operators._base import interrupted
+from salebot_provider.operators._base import asked_to_stop, interrupted
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import unique_ids
 
@@ -59,7 +59,13 @@ class ChunkedIds:
         return Ledger(context, self.action, fingerprint.digest, total)
 
     def send(
-        self, log: Any, ledger: Ledger, size: int, call: Callable[[list[Any]], object], secret: str | None
+        self,
+        log: Any,
+        ledger: Ledger,
+        size: int,
+        call: Callable[[list[Any]], object],
+        secret: str | None,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         """
         Send the ids the ledger has not tried yet, ``size`` per request; on a failure, stop and say what.
@@ -69,6 +75,7 @@ class ChunkedIds:
         :param size: ids per request.
         :param call: sends one chunk; it raises when the request failed.
         :param secret: the API key, removed from the text of an unexpected error.
+        :param stop: whether the task was told to stop (``on_kill``): then no further chunk starts.
         :raises Exception: :meth:`Ledger.stopped`'s error, naming what went out, is in doubt and was not sent.
         """
         from salebot_provider.hooks.salebot import Progress
@@ -109,6 +116,9 @@ class ChunkedIds:
             ledger.done(end, sent=len(chunk))
             progress.add(len(chunk))
             start = end
+            if stop() and start < ledger.total:
+                account = self._account(ledger, [], next(pending, None))
+                raise ledger.stopped(asked_to_stop(self.action), account)
         log.info(
             "Salebot %s: %s of %s %s sent in %s requests",
             self.action,

@@ -201,6 +201,10 @@ class BroadcastOperator(SalebotOperator):
 
             def send(chunk: list[Any]) -> None:
                 schedule, latest = self._schedule(ledger, content)
+                # Recorded before the request, at the latest it can begin (its reply comes within the
+                # timeout), so that a process killed mid-request leaves the next chunk after it.
+                ledger.set("next_start", latest(time.time() + self.hook.settings.timeout) + len(chunk) * gap)
+                ledger.save()
                 may_have_gone_out = True
                 try:
                     self.hook.broadcast(**{**content, **schedule, name: chunk})
@@ -214,7 +218,7 @@ class BroadcastOperator(SalebotOperator):
                         # when this one is in doubt, so that two sequences never overlap.
                         ledger.set("next_start", latest(time.time()) + len(chunk) * gap)
 
-            ids.send(self.log, ledger, size, send, self.hook.settings.api_key)
+            ids.send(self.log, ledger, size, send, self.hook.settings.api_key, lambda: self.stop_asked)
         if ledger.in_doubt:
             raise ids.in_doubt(self.log, ledger)
         return {"audience": name, "recipients": ledger.total, "requests": ledger.requests}

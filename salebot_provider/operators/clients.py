@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from salebot_provider.api import batched, check_client_item
 from salebot_provider.exceptions import SalebotValidationError
-from salebot_provider.operators._base import SalebotOperator, check_count, check_flag, interrupted, is_literal
+from salebot_provider.operators._base import (
+    SalebotOperator,
+    asked_to_stop,
+    check_count,
+    check_flag,
+    interrupted,
+    is_literal,
+)
 from salebot_provider.operators._ledger import Fingerprint, Ledger
 from salebot_provider.operators._sources import Rows, output_path
 
@@ -207,6 +214,8 @@ class LoadClientsOperator(SalebotOperator):
             ledger.done(end, **counts)
             progress.add(len(chunk))
             start = end
+            if self.stop_asked and start < ledger.get("total"):
+                raise asked_to_stop("load_clients")
 
     def _account(self, ledger: Ledger) -> str:
         total, cursor = ledger.get("total"), ledger.cursor

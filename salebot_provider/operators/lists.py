@@ -71,7 +71,9 @@ class _ListOperator(SalebotOperator):
         else:
             secret = self.hook.settings.api_key  # the connection is read before anything is sent
             send = getattr(self.hook, self.action)
-            ids.send(self.log, ledger, size, lambda chunk: send(list_id, chunk), secret)
+            ids.send(
+                self.log, ledger, size, lambda chunk: send(list_id, chunk), secret, lambda: self.stop_asked
+            )
         if ledger.in_doubt:
             raise ids.in_doubt(self.log, ledger)
         return {"list_id": list_id, "clients": ledger.total, "requests": ledger.requests}

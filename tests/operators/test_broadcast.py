@@ -450,3 +450,24 @@ def test_a_clear_after_success_sends_nothing_again(
     assert broadcast(clients=ids).execute({"task_state_store": store})["recipients"] == 3
     assert len(sends(salebot_emulator, "broadcast")) == 1
     assert "nothing is sent again" in caplog.text
+
+
+def test_told_to_stop_it_starts_no_further_chunk_and_a_retry_sends_the_rest(
+    salebot_emulator: Any, store: StateStore
+) -> None:
+    ids = salebot_emulator.seed_clients(5, seed=9, with_deals=False)
+    first = BroadcastOperator(task_id="b", clients=ids, message="Hi", chunk_size=2)
+    real = first.hook.broadcast
+
+    def killed_meanwhile(**kwargs: Any) -> Any:
+        first.on_kill()  # SIGTERM while the first request is out: Airflow calls on_kill
+        return real(**kwargs)
+
+    first.hook.broadcast = killed_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(SalebotError, match="told to stop") as raised:
+        first.execute({"task_state_store": store})
+    assert not isinstance(raised.value, AirflowFailException)
+    assert "2 recipients sent, 0 in doubt" in str(raised.value)
+    retry = BroadcastOperator(task_id="b", clients=ids, message="Hi", chunk_size=2)
+    retry.execute({"task_state_store": store})
+    assert [i.client_id for i in salebot_emulator.outbox] == ids

@@ -233,3 +233,40 @@ def test_the_key_is_in_no_output(salebot_emulator: Any, tmp_path: Any, capfd: An
     written = (tmp_path / "out.jsonl").read_text()
     for text in (out, err, caplog.text, str(raised.value), repr(raised.value), written):
         assert salebot_emulator.api_key not in text
+
+
+def test_told_to_stop_it_finishes_the_chunk_under_way_then_a_retry_loads_the_rest(
+    salebot_emulator: Any, store: StateStore, tmp_path: Any
+) -> None:
+    rows = telegram(5)
+    first = load(clients=rows, chunk_size=2, output_path=str(tmp_path / "first.jsonl"))
+    real = first.hook.load_clients
+
+    def killed_meanwhile(chunk: Any) -> Any:
+        first.on_kill()  # SIGTERM while the first request is out: Airflow calls on_kill
+        return real(chunk)
+
+    first.hook.load_clients = killed_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(SalebotError, match="told to stop") as raised:
+        first.execute({"task_state_store": store})
+    assert not isinstance(raised.value, AirflowFailException)  # the retry is safe
+    assert "2 rows loaded, 0 failed; rows 3-5 not tried" in str(raised.value)
+    lines = [json.loads(line)["status"] for line in (tmp_path / "first.jsonl").read_text().splitlines()]
+    assert lines == ["loaded", "loaded", "not_tried", "not_tried", "not_tried"]
+    result = load(clients=rows, chunk_size=2).execute({"task_state_store": store})
+    assert result["loaded"] == 5
+    assert [len(r.body) for r in sends(salebot_emulator, "load_clients")] == [2, 2, 1]
+
+
+def test_told_to_stop_without_task_state_it_fails_for_good(salebot_emulator: Any) -> None:
+    op = load(clients=telegram(5), chunk_size=2)
+    real = op.hook.load_clients
+
+    def killed_meanwhile(chunk: Any) -> Any:
+        op.on_kill()
+        return real(chunk)
+
+    op.hook.load_clients = killed_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match="told to stop"):
+        op.execute({})
+    assert len(sends(salebot_emulator, "load_clients")) == 1

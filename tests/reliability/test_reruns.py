@@ -430,7 +430,7 @@ def test_execution_timeout_mid_chunk_leaves_it_in_doubt_and_the_retry_never_rese
 
 
 class KillAwareBroadcast(BroadcastOperator):
-    """BroadcastOperator, noting when the task runner calls ``on_kill`` (the shipped one has none)."""
+    """BroadcastOperator, noting when the task runner calls ``on_kill``."""
 
     killed = threading.Event()
 
@@ -439,7 +439,7 @@ class KillAwareBroadcast(BroadcastOperator):
         super().on_kill()
 
 
-def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_record_it(
+def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_starts_no_other(
     salebot_emulator: Any, run_dag: Any, capfd: Any
 ) -> None:
     """
@@ -447,8 +447,9 @@ def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_record_i
 
     The task runner's own handler (``task_runner._run_task_and_map_outcome``) calls the operator's
     ``on_kill`` and returns; the request goes on, its reply comes, and the chunk is recorded as done.
-    Nothing is interrupted, so nothing is in doubt and nothing is sent twice. (A supervisor whose
-    task outlives SIGTERM escalates to SIGKILL: the next test.)
+    No further chunk starts: the try fails with an ordinary error, and Airflow's retry sends the
+    rest. Nothing is interrupted, so nothing is in doubt and nothing is sent twice. (A supervisor
+    whose task outlives SIGTERM escalates to SIGKILL: the next test.)
     """
     ids = salebot_emulator.seed_clients(300, seed=55, with_deals=False)
     held = salebot_emulator.inject("broadcast", latency=1.5, after=1, times=1)
@@ -464,7 +465,7 @@ def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_record_i
     # Should the signal ever come outside the task runner's handler, it must not end the test session.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: fell_through.append(signum))
     try:
-        with make_dag("salebot_rel_broadcast_sigterm", retries=0) as dag:
+        with make_dag("salebot_rel_broadcast_sigterm", retries=1) as dag:
             KillAwareBroadcast(task_id="send", clients=ids, message="Termed", chunk_size=100)
         killer = threading.Thread(target=terminate_while_held, daemon=True)
         killer.start()
@@ -476,12 +477,16 @@ def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_record_i
     assert KillAwareBroadcast.killed.is_set()  # the task runner's handler had the signal,
     assert fell_through == []  # not the stand-by one
     ti = task_instances(dag_run)["send"]
-    assert (ti.state, ti.try_number) == ("success", 1)
+    assert (ti.state, ti.try_number) == ("success", 2)  # try 1 stopped after the held chunk
     record = recorded(dag_run, "send")["salebot_broadcast"]
     assert (record["in_flight"], record["in_doubt"], record["cursor"]) == (None, [], 300)
     assert batches(salebot_emulator, "broadcast") == [ids[:100], ids[100:200], ids[200:]]
     assert outbox_ids(salebot_emulator, "Termed") == ids
     out, err = capfd.readouterr()
+    assert "the task was told to stop" in out + err
+    assert "200 recipients sent, 0 in doubt (it may have been processed; not resent), 100 not sent" in (
+        out + err
+    )
     no_key(salebot_emulator, out, err)
 
 
@@ -559,6 +564,10 @@ def test_a_task_process_killed_mid_chunk_never_gets_that_chunk_resent(
     # The killed process's chunk was processed after all (Salebot had it): once, never resent.
     assert sorted(outbox_ids(salebot_emulator, "Killed")) == ids
     assert each_once(outbox_ids(salebot_emulator, "Killed"))
+    # The rerun's chunk begins after the killed chunk's whole sequence (its start was recorded
+    # before its request): no client gets two sequences at once.
+    due = {item.client_id: item.due_at for item in salebot_emulator.outbox if item.text == "Killed"}
+    assert min(due[i] for i in ids[200:]) >= max(due[i] for i in ids[100:200])
     no_key(salebot_emulator, output, str(ended.value))
 
 
