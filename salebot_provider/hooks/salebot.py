@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -51,6 +52,8 @@ from salebot_provider.hooks.transport import Session, check_proxy, read_whole
 
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
+#: Pages whose clients ``iter_clients`` remembers, to drop the repeats a shift of the pages causes.
+SEEN_PAGES = 4
 #: The longest ``test_connection`` (the UI's Test button) waits for its one attempt, in seconds.
 TEST_TIMEOUT = 10.0
 #: How often long work logs its progress, in seconds.
@@ -547,7 +550,10 @@ class SalebotHook(BaseHook):
         Yield every client of the project (or of one list), page by page, keeping memory flat.
 
         Pages are read with ``get_clients`` until a page comes back shorter than ``page_size``.
-        A client that a page shift shows twice is yielded once. Progress is logged every few seconds.
+        A client that a page shift shows twice is yielded once: the clients of the last
+        ``SEEN_PAGES`` pages are remembered (not every client, so memory stays flat), which catches
+        the shift of up to three pages' worth of clients added or removed while paging. Progress is
+        logged every few seconds.
 
         :param list_id: only the clients of this list.
         :param page_size: clients per request, 1 to 500.
@@ -565,7 +571,7 @@ class SalebotHook(BaseHook):
 
     def _pages(self, list_id: int | str | None, page_size: int, reverse: bool) -> Iterator[dict[str, Any]]:
         progress = Progress(self.log, "Salebot get_clients")
-        seen: set[Any] = set()
+        recent: deque[set[Any]] = deque(maxlen=SEEN_PAGES)
         offset = 0
         while True:
             reply = self.get_clients(offset=offset, limit=page_size, list_id=list_id, reverse=reverse or None)
@@ -576,14 +582,16 @@ class SalebotHook(BaseHook):
                     action="get_clients",
                 )
             # A client added or removed while paging shifts the pages: drop the repeats it causes.
-            fresh = [c for c in page if not isinstance(c, dict) or _client_key(c) not in seen]
+            fresh = [
+                c for c in page if not isinstance(c, dict) or not any(_client_key(c) in s for s in recent)
+            ]
             if page and not fresh:
                 raise SalebotAPIError(
                     f"Salebot get_clients returned only clients already seen at offset {offset}: "
                     "the service seems to ignore 'offset'",
                     action="get_clients",
                 )
-            seen.update(_client_key(c) for c in fresh if isinstance(c, dict))
+            recent.append({_client_key(c) for c in page if isinstance(c, dict)})
             yield from fresh
             progress.add(len(fresh))
             if len(page) < page_size:

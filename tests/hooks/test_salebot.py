@@ -437,6 +437,22 @@ def test_iter_clients_stops_on_an_empty_page(hook: SalebotHook, requests_mock: r
     assert requests_mock.call_count == 2
 
 
+def test_iter_clients_remembers_only_the_last_pages(hook: SalebotHook, requests_mock: rm.Mocker) -> None:
+    # Memory stays flat: only the clients of the last SEEN_PAGES pages are remembered. A repeat
+    # within them is dropped; one from further back (a shift of more than three pages) is not.
+    from salebot_provider.hooks import salebot
+
+    pages = [[{"id": 100 - 2 * n}, {"id": 99 - 2 * n}] for n in range(salebot.SEEN_PAGES + 2)]
+    pages[salebot.SEEN_PAGES - 1][1] = {"id": 100}  # first seen SEEN_PAGES - 1 pages back: dropped
+    pages[salebot.SEEN_PAGES + 1][1] = {"id": 99}  # first seen SEEN_PAGES + 1 pages back: kept
+    replies = [{"json": {"status": "success", "clients": page}} for page in pages]
+    requests_mock.get(url("get_clients"), [*replies, {"json": {"status": "success", "clients": []}}])
+    ids = [c["id"] for c in hook.iter_clients(page_size=2)]
+    assert ids.count(100) == 1
+    assert ids.count(99) == 2
+    assert len(ids) == 2 * len(pages) - 1
+
+
 def test_iter_clients_drops_repeats_and_stops_when_offset_is_ignored(
     hook: SalebotHook, requests_mock: rm.Mocker
 ) -> None:
