@@ -42,6 +42,8 @@ class Fault:
     :param times: stop after hitting this many requests; None for no end.
     :param after: let this many matching requests pass untouched first (e.g. ``after=2, times=1``
         hits the third): a fault in the middle of a chunked run.
+    :param retry_after: with ``status=429``, the whole seconds of the ``Retry-After`` header sent
+        (1 to a year), as Salebot's front would: the request is refused, not processed.
     """
 
     action: str | None = None
@@ -54,6 +56,7 @@ class Fault:
     rate: float = 1.0
     times: int | None = None
     after: int = 0
+    retry_after: int | None = None
     hits: int = field(default=0, init=False)
     passed: int = field(default=0, init=False)
 
@@ -80,6 +83,12 @@ class Fault:
             raise ValueError(f"Fault times must be a whole number, at least 0, or None; got {self.times!r}")
         if not _is_int(self.after) or self.after < 0:
             raise ValueError(f"Fault after must be a whole number, at least 0; got {self.after!r}")
+        if self.retry_after is not None and (
+            not _is_int(self.retry_after) or not 1 <= self.retry_after <= MAX_RETRY_AFTER
+        ):
+            raise ValueError(f"Fault retry_after must be whole seconds, 1 or more; got {self.retry_after!r}")
+        if self.retry_after is not None and (self.status != 429 or self.processed):
+            raise ValueError("Fault retry_after goes with status=429 (and not processed): a refusal")
         if self.processed and not self.fails:
             raise ValueError(
                 "Fault processed=True needs a failure to follow: status, html, invalid_json or reset"
@@ -197,6 +206,7 @@ class Faults:
                 decision.latency += _latency(fault.latency, rng)
                 if fault.fails and decision.failure is None:
                     decision.failure = fault
+                    decision.retry_after = fault.retry_after
             return decision
 
     def _throttle(self, action: str) -> int | None:

@@ -553,6 +553,18 @@ def test_status_fault_before_processing(emu: SalebotEmulator) -> None:
     assert len(emu.outbox) == 1
 
 
+def test_a_429_fault_can_carry_retry_after_and_is_not_processed(emu: SalebotEmulator) -> None:
+    emu.inject("message", status=429, retry_after=2, times=1)
+    cid = first_client(emu)
+    reply = call(emu, "message", {"client_id": cid, "message": "x"})
+    assert (reply.status_code, reply.headers.get("Retry-After")) == (429, "2")
+    assert emu.outbox == []
+    with pytest.raises(ValueError, match="retry_after goes with status=429"):
+        Fault(status=503, retry_after=1)
+    with pytest.raises(ValueError, match="retry_after must be whole seconds"):
+        Fault(status=429, retry_after=0)
+
+
 def test_processed_then_failed(emu: SalebotEmulator) -> None:
     emu.inject("broadcast", status=502, processed=True)
     reply = call(emu, "broadcast", {"list": 1170282, "message": "sale"})
