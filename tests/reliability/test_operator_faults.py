@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------------------ the faults
 
 #: The connection's timeout in the read-timeout case, and the reply's injected delay.
-TIMEOUT, LATENCY = 0.5, 1.5
+TIMEOUT, LATENCY = 1.0, 2.5
 FAULTS: dict[str, dict[str, Any]] = {
     "429": {"status": 429},
     "502": {"status": 502},

@@ -402,10 +402,11 @@ def test_execution_timeout_mid_chunk_leaves_it_in_doubt_and_the_retry_never_rese
     salebot_emulator: Any, run_dag: Any, capfd: Any
 ) -> None:
     ids = salebot_emulator.seed_clients(300, seed=54, with_deals=False)
-    # The 2nd chunk's reply is held for 3 s; the task's execution_timeout is 1 s.
-    held = salebot_emulator.inject("broadcast", latency=3, after=1, times=1)
+    # The 2nd chunk's reply is held for 6 s; the task's execution_timeout is 3 s (ample for the
+    # other chunks, even on a loaded machine).
+    held = salebot_emulator.inject("broadcast", latency=6, after=1, times=1)
     with make_dag(
-        "salebot_rel_broadcast_timeout", retries=1, execution_timeout=dt.timedelta(seconds=1)
+        "salebot_rel_broadcast_timeout", retries=1, execution_timeout=dt.timedelta(seconds=3)
     ) as dag:
         BroadcastOperator(task_id="send", clients=ids, message="Timed", chunk_size=100)
     dag_run = run_dag(dag)
@@ -452,7 +453,7 @@ def test_sigterm_mid_chunk_in_the_task_runner_lets_the_chunk_finish_and_starts_n
     whose task outlives SIGTERM escalates to SIGKILL: the next test.)
     """
     ids = salebot_emulator.seed_clients(300, seed=55, with_deals=False)
-    held = salebot_emulator.inject("broadcast", latency=1.5, after=1, times=1)
+    held = salebot_emulator.inject("broadcast", latency=4, after=1, times=1)
     KillAwareBroadcast.killed.clear()
     in_flight: list[Any] = []
     fell_through: list[int] = []
@@ -527,7 +528,7 @@ def test_a_task_process_killed_mid_chunk_never_gets_that_chunk_resent(
     as with the SIGKILL a supervisor escalates to) while Salebot holds its 2nd chunk; then a rerun.
     """
     ids = salebot_emulator.seed_clients(300, seed=56, with_deals=False)
-    held = salebot_emulator.inject("broadcast", latency=2, after=1, times=1)
+    held = salebot_emulator.inject("broadcast", latency=5, after=1, times=1)
     script, kept = tmp_path / "task.py", tmp_path / "task_state.json"
     script.write_text(CHILD_TASK)
     child = subprocess.Popen(
