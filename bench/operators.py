@@ -63,7 +63,7 @@ BIG_ROWS = 1_000_000
 BIG_SETS = 1_000
 EXPORT_SIZES = (1_000, 100_000)
 EXPORT_WITH_VARIABLES = (1_000, 10_000)
-BROADCAST_RECIPIENTS = 100_000
+BROADCAST_RECIPIENTS = (1_000, 100_000)
 RATE_LIMIT = 10_000
 
 
@@ -416,14 +416,15 @@ def export_and_broadcast(work: Path, parts: set[str]) -> None:
                             raise RuntimeError(f"exported {result['result']['clients']} of {size} clients")
                         results[size] = result
                         out.unlink()
-        broadcast = None
+        broadcasts: dict[int, dict[str, Any]] = {}
         if "broadcast" in parts:
-            grow(BROADCAST_RECIPIENTS)
-            ids = work / "recipients.txt"
-            ids.write_text("".join(f"{FIRST_ID + i}\n" for i in range(BROADCAST_RECIPIENTS)))
-            outbox = emulator.call("GET", "/state")["outbox"]
-            broadcast = measure(emulator, "broadcast", kind="broadcast", ids=str(ids))
-            broadcast["outbox"] = emulator.call("GET", "/state")["outbox"] - outbox
+            grow(max(BROADCAST_RECIPIENTS))
+            for size in BROADCAST_RECIPIENTS:
+                ids = work / "recipients.txt"
+                ids.write_text("".join(f"{FIRST_ID + i}\n" for i in range(size)))
+                outbox = emulator.call("GET", "/state")["outbox"]
+                broadcasts[size] = measure(emulator, "broadcast", kind="broadcast", ids=str(ids))
+                broadcasts[size]["outbox"] = emulator.call("GET", "/state")["outbox"] - outbox
 
     if "export" in parts:
         rows = []
@@ -455,23 +456,39 @@ def export_and_broadcast(work: Path, parts: set[str]) -> None:
             grown <= 30,
         )
         print()
-    if broadcast is not None:
-        if "error" in broadcast:
-            raise RuntimeError(broadcast["error"])
-        table(
-            f"BroadcastOperator to {BROADCAST_RECIPIENTS:,} client ids from a file (one per line; chunks of "
-            "500; progress record in an in-memory task_state_store)",
-            ["", "requests", "recipients queued", "record writes", "wall s", "peak MB", "over imports"],
-            [
+    if broadcasts:
+        rows = []
+        small = broadcasts[min(broadcasts)]
+        for size, broadcast in sorted(broadcasts.items()):
+            if "error" in broadcast:
+                raise RuntimeError(broadcast["error"])
+            rows.append(
                 [
-                    "BroadcastOperator",
+                    f"{size:,} recipients",
                     f"{broadcast['requests']:,}",
                     f"{broadcast['outbox']:,}",
                     f"{broadcast['store_writes']:,}",
                     f"{broadcast['seconds']:.2f}",
+                    f"{broadcast['seconds'] / small['seconds']:.0f}x",
                     *memory(broadcast),
+                    f"{broadcast['peak_mb'] - small['peak_mb']:+.1f}",
                 ]
+            )
+        table(
+            "BroadcastOperator to client ids from a file (one per line; chunks of 500; progress record in "
+            "an in-memory task_state_store)",
+            [
+                "",
+                "requests",
+                "queued",
+                "record writes",
+                "wall s",
+                "vs smallest",
+                "peak MB",
+                "over imports",
+                "vs smallest",
             ],
+            rows,
         )
         print("  (no target: requests, wall time and peak memory reported)")
         print()
