@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _emulator import Emulator  # bench/, first on sys.path when a script here runs
+
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="salebot-bench-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # A line per request and per progress step otherwise; warnings still show.
@@ -65,66 +67,6 @@ EXPORT_SIZES = (1_000, 100_000)
 EXPORT_WITH_VARIABLES = (1_000, 10_000)
 BROADCAST_RECIPIENTS = (1_000, 100_000)
 RATE_LIMIT = 10_000
-
-
-# ----------------------------------------------------------------------------------- the emulator
-
-
-class Emulator:
-    """The ``salebot-emulator`` console script in its own process, and its admin API."""
-
-    def __init__(self, clients: int) -> None:
-        import httpx
-
-        script = Path(sys.executable).with_name("salebot-emulator")
-        self.proc = subprocess.Popen(
-            [str(script), "--port", "0", "--clients", str(clients), "--seed", "1"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if line.startswith("Connection JSON: "):
-                self.connection: dict[str, Any] = json.loads(line.split(": ", 1)[1])
-                break
-            if not line:
-                raise RuntimeError("salebot-emulator ended early")
-        self.admin = httpx.Client(base_url=f"{self.connection['host']}/_emulator", timeout=300)
-
-    def __enter__(self) -> Emulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.admin.close()
-        self.proc.terminate()
-        self.proc.wait()
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        reply = self.admin.request(method, path, json=body)
-        reply.raise_for_status()
-        return reply.json()
-
-    def requests(self, action: str) -> int:
-        """
-        How many requests of ``action`` it has received so far.
-
-        The request log is counted as it streams in, never parsed whole: a parent process that grew
-        to hold it would pass its peak on to the children it starts (Linux keeps ``ru_maxrss``
-        across fork and exec), and the children's peaks would be the parent's.
-        """
-        mark = f'"action": {json.dumps(action)},'.encode()
-        count, tail = 0, b""
-        with self.admin.stream("GET", "/requests") as reply:
-            reply.raise_for_status()
-            for chunk in reply.iter_bytes():
-                text = tail + chunk
-                count += text.count(mark)
-                tail = text[-(len(mark) - 1) :]
-        return count
-
-    def variables(self, client_id: int) -> dict[str, Any]:
-        return dict(self.call("GET", f"/clients/{client_id}")["variables"])
 
 
 # ------------------------------------------------------------------------------- the measured child

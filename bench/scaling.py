@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from _emulator import Emulator  # bench/, first on sys.path when a script here runs
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="salebot-bench-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -58,37 +59,6 @@ def worker(connection: str, rate: float, seconds: float, start_at: float) -> Non
     print(json.dumps({"calls": calls, "rate": rate}))
 
 
-class Emulator:
-    """The ``salebot-emulator`` console script in its own process, and its admin API."""
-
-    def __init__(self) -> None:
-        import httpx
-
-        script = Path(sys.executable).with_name("salebot-emulator")
-        self.proc = subprocess.Popen(
-            [str(script), "--port", "0", "--clients", str(CLIENTS)], stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if line.startswith("Connection JSON: "):
-                self.connection: dict[str, Any] = json.loads(line.split(": ", 1)[1])
-                break
-            if not line:
-                raise RuntimeError("salebot-emulator ended early")
-        self.admin = httpx.Client(base_url=f"{self.connection['host']}/_emulator", timeout=60)
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        reply = self.admin.request(method, path, json=body)
-        reply.raise_for_status()
-        return reply.json()
-
-    def stop(self) -> None:
-        self.admin.close()
-        self.proc.terminate()
-        self.proc.wait()
-
-
 def scenario(emulator: Emulator, processes: int, rate: float) -> dict[str, Any]:
     emulator.call("POST", "/reset")
     emulator.call("POST", "/seed", {"clients": CLIENTS, "seed": 1})
@@ -112,11 +82,8 @@ def scenario(emulator: Emulator, processes: int, rate: float) -> dict[str, Any]:
 
 
 def main() -> None:
-    emulator = Emulator()
-    try:
+    with Emulator(CLIENTS) as emulator:
         rows = [(p, r, scenario(emulator, p, r)) for p, r in SCENARIOS]
-    finally:
-        emulator.stop()
     print(
         f"Worker processes on one project, the emulator enforcing {QUOTA:g} requests/s; each worker reads "
         f"for {SECONDS:g} s ({os.cpu_count()} cores, Python {sys.version.split()[0]})"

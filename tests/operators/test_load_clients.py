@@ -270,3 +270,43 @@ def test_told_to_stop_without_task_state_it_fails_for_good(salebot_emulator: Any
     with pytest.raises(AirflowFailException, match="told to stop"):
         op.execute({})
     assert len(sends(salebot_emulator, "load_clients")) == 1
+
+
+def test_a_task_timeout_mid_chunk_leaves_its_rows_in_doubt_and_the_retry_never_reloads_them(
+    salebot_emulator: Any, store: StateStore, tmp_path: Any
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    rows = telegram(6)
+    first = load(clients=rows, chunk_size=2)
+    real = first.hook.load_clients
+
+    def timed_out(chunk: Any) -> Any:
+        reply = real(chunk)
+        if len(sends(salebot_emulator, "load_clients")) == 2:
+            raise AirflowTaskTimeout("execution_timeout")  # a BaseException, after it went out
+        return reply
+
+    first.hook.load_clients = timed_out  # type: ignore[method-assign]
+    with pytest.raises(AirflowTaskTimeout):
+        first.execute({"task_state_store": store})
+    assert store.data["salebot_load_clients"]["in_doubt"] == [[2, 4]]
+    output = tmp_path / "rows.jsonl"
+    with pytest.raises(AirflowFailException, match=r"2 in doubt \(rows 3, 4\)"):
+        load(clients=rows, chunk_size=2, output_path=str(output)).execute({"task_state_store": store})
+    assert [len(r.body) for r in sends(salebot_emulator, "load_clients")] == [2, 2, 2]
+    statuses = [json.loads(line)["status"] for line in output.read_text().splitlines()]
+    assert statuses == ["loaded", "loaded", "in_doubt", "in_doubt", "loaded", "loaded"]
+
+
+def test_a_retry_on_different_rows_is_refused_before_any_request(
+    salebot_emulator: Any, store: StateStore
+) -> None:
+    first = load(clients=telegram(5), chunk_size=2)
+    fault_on_call(first.hook, "load_clients", salebot_emulator, 2, status=502, processed=True)
+    with pytest.raises(SalebotError, match="stopped part-way"):
+        first.execute({"task_state_store": store})
+    before = len(salebot_emulator.requests)
+    with pytest.raises(SalebotValidationError, match="sent part of a different input"):
+        load(clients=telegram(5, start=2000), chunk_size=2).execute({"task_state_store": store})
+    assert len(salebot_emulator.requests) == before
