@@ -65,7 +65,7 @@ def no_retries(salebot_emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatc
     """The hook does not retry, so that each fault reaches the sensor."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_SALEBOT_DEFAULT",
-        salebot_emulator.connection_json(backoff_factor=0, max_retries=0, timeout=0.3),
+        salebot_emulator.connection_json(backoff_factor=0, max_retries=0, timeout=1.0),
     )
 
 
@@ -136,7 +136,7 @@ def test_a_key_without_crm_read_fails_the_task(
 @pytest.mark.usefixtures("no_retries")
 @pytest.mark.parametrize(
     "fault",
-    [{"status": 502}, {"status": 503, "html": True}, {"status": 429}, {"latency": 0.6}, {"reset": True}],
+    [{"status": 502}, {"status": 503, "html": True}, {"status": 429}, {"latency": 2.5}, {"reset": True}],
     ids=["502", "503-html", "429", "timeout", "reset"],
 )
 def test_transient_errors_are_logged_and_polled_through(
