@@ -198,6 +198,8 @@ class SalebotEmulator:
         self.faults = Faults(seed, self._now)
         self._records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
+        #: Counts the resets: a request that waited (an injected latency) across one is from before it.
+        self._generation = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if clients:
@@ -445,7 +447,12 @@ class SalebotEmulator:
             self._offset += seconds
 
     def reset(self) -> None:
-        """Back to the starting project: same key, clock and seeded clients; faults, time and logs cleared."""
+        """
+        Back to the starting project: same key, clock and seeded clients; faults, time and logs cleared.
+
+        A request held by an injected latency when the reset comes is answered 503 when its wait ends,
+        and neither acts on the fresh project nor shows in its request log.
+        """
         clients, seed, self.clock = self._initial
         with self.state.lock:
             self._offset = 0.0
@@ -458,6 +465,7 @@ class SalebotEmulator:
         self.faults.clear()
         with self._records_lock:
             self._records.clear()
+            self._generation += 1
 
     # ------------------------------------------------------------------ inspection
 
@@ -497,9 +505,14 @@ class SalebotEmulator:
         :return: the fault decision (the server applies resets) and ``(status, body)``.
         """
         arrived = self._now()
+        generation = self._generation
         decision = self.faults.decide(action)
         if decision.latency:
             time.sleep(decision.latency)
+            if generation != self._generation:
+                # Reset while it waited (the test that sent it is over): it must not act on, nor
+                # show in, the fresh project.
+                return Decision(), (503, {"status": "error", "message": "the emulator was reset"})
         known = key in self.state.keys
         body: Any = None
         unreadable = None

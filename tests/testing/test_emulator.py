@@ -565,6 +565,26 @@ def test_a_429_fault_can_carry_retry_after_and_is_not_processed(emu: SalebotEmul
         Fault(status=429, retry_after=0)
 
 
+def test_a_request_held_across_a_reset_neither_acts_nor_shows_in_the_fresh_project(
+    emu: SalebotEmulator,
+) -> None:
+    # A slow request of one test must not land in the next test's project (the fixture resets it).
+    cid = first_client(emu)
+    emu.inject("message", latency=0.5, times=1)
+    replies: list[int] = []
+    sender = threading.Thread(
+        target=lambda: replies.append(call(emu, "message", {"client_id": cid, "message": "late"}).status_code)
+    )
+    sender.start()
+    while not emu.faults.rules[0].hits:  # the request is in, held by the latency
+        threading.Event().wait(0.01)
+    emu.reset()
+    sender.join(timeout=10)
+    assert replies == [503]
+    assert emu.outbox == []
+    assert emu.requests == []
+
+
 def test_processed_then_failed(emu: SalebotEmulator) -> None:
     emu.inject("broadcast", status=502, processed=True)
     reply = call(emu, "broadcast", {"list": 1170282, "message": "sale"})
