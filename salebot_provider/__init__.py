@@ -81,6 +81,12 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["number", "null"]},
                         "description": "Shared by all calls of one hook; empty for no limit.",
                     },
+                    "rate_limit_redis": {
+                        "label": "Shared rate limit: Redis URL or connection id",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "redis://host:6379/0 or the id of a Redis connection: then "
+                        "rate_limit holds for every worker and triggerer on this project together.",
+                    },
                     "verify": {
                         "label": "Verify TLS (true, false, or a CA bundle path)",
                         "schema": {"type": ["string", "null"], "default": "true"},

@@ -1449,6 +1449,8 @@ class ConnectionSettings:
     :param rate_limit: requests per second for all calls of one hook; None for no limit.
     :param verify: TLS verification: True, False, or a CA bundle path.
     :param timezone: the zone datetimes given as ``send_time`` are converted to.
+    :param rate_limit_redis: a Redis URL or Redis connection id: ``rate_limit`` then holds for every
+        process on the project together (``salebot_provider.quota``); never shown in the repr.
     """
 
     base_url: str
@@ -1459,6 +1461,7 @@ class ConnectionSettings:
     rate_limit: float | None = None
     verify: bool | str = True
     timezone: str = DEFAULT_TIMEZONE
+    rate_limit_redis: str | None = field(default=None, repr=False)
 
 
 def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
@@ -1672,6 +1675,8 @@ def settings_from_connection(
             f"Salebot connection extra 'timezone' is not a known time zone: {tz!r}"
         ) from None
     rate = _extra_number(extra, "rate_limit", None)
+    from salebot_provider.quota import check_redis_setting
+
     timeout = _extra_number(extra, "timeout", 30.0)
     if timeout == 0:
         raise SalebotValidationError("Salebot connection extra 'timeout' must be more than 0 seconds")
@@ -1684,6 +1689,7 @@ def settings_from_connection(
         rate_limit=rate or None,
         verify=_extra_verify(extra),
         timezone=tz,
+        rate_limit_redis=check_redis_setting(_extra_value(extra, "rate_limit_redis")),
     )
 
 

@@ -28,6 +28,7 @@ def test_provider_info_names_the_distribution_and_the_connection_type() -> None:
         "max_retries",
         "backoff_factor",
         "rate_limit",
+        "rate_limit_redis",
         "verify",
         "timezone",
     }

@@ -49,6 +49,7 @@ from salebot_provider.exceptions import (
     SalebotValidationError,
 )
 from salebot_provider.hooks.transport import Session, check_proxy, read_whole
+from salebot_provider.quota import SharedLimiter
 
 #: The longest a retry waits, even when Retry-After asks for more.
 MAX_RETRY_WAIT = 300.0
@@ -222,6 +223,7 @@ class SalebotHook(BaseHook):
             ),
             "backoff_factor": StringField("Backoff factor (seconds)", default="1"),
             "rate_limit": StringField("Rate limit (requests per second)"),
+            "rate_limit_redis": StringField("Shared rate limit: Redis URL or connection id"),
             # A text field, not a checkbox: it also takes the path of a CA bundle.
             "verify": StringField("Verify TLS (true, false, or a CA bundle path)", default="true"),
             "timezone": StringField("Time zone", default="Europe/Moscow"),
@@ -270,9 +272,14 @@ class SalebotHook(BaseHook):
         return session
 
     @_Once
-    def _limiter(self) -> _RateLimiter | None:
-        rate = self.settings.rate_limit
-        return _RateLimiter(rate) if rate else None
+    def _limiter(self) -> _RateLimiter | SharedLimiter | None:
+        settings = self.settings
+        if settings.rate_limit_redis:
+            # Every process on the project shares one bucket in Redis; this one's own limit stands
+            # in while Redis cannot be reached.
+            own = _RateLimiter(settings.rate_limit or 1.0)
+            return SharedLimiter(settings, own, self.get_connection)
+        return _RateLimiter(settings.rate_limit) if settings.rate_limit else None
 
     def get_conn(self) -> requests.Session:
         """Return the HTTP session, as Airflow hooks do."""

@@ -41,6 +41,7 @@ from salebot_provider.exceptions import (
     SalebotError,
     SalebotValidationError,
 )
+from salebot_provider.quota import AsyncSharedLimiter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -248,6 +249,10 @@ class _Shared:
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self.limiter = _RateLimiter(settings.rate_limit or DEFAULT_RATE_LIMIT)
+        #: The project's bucket in Redis, shared with every other process (``rate_limit_redis``).
+        self.quota: AsyncSharedLimiter | None = None
+        if settings.rate_limit_redis:
+            self.quota = AsyncSharedLimiter(settings, _aget_connection)
         self.users = 0
         self._client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
@@ -262,8 +267,18 @@ class _Shared:
     async def close(self) -> None:
         """Close the client's connections."""
         self.limiter.close()
+        if self.quota is not None:
+            await self.quota.close()
         if self._client is not None:
             await self._client.aclose()
+
+
+async def _aget_connection(conn_id: str) -> Any:
+    """An Airflow connection, read without blocking the loop (Airflow 3.0 has no async look-up)."""
+    aget_connection = getattr(BaseHook, "aget_connection", None)
+    if aget_connection is not None:
+        return await aget_connection(conn_id)
+    return await asyncio.to_thread(BaseHook.get_connection, conn_id)
 
 
 #: (connection id, event loop, settings) -> what the triggers on that connection in that loop share.
@@ -305,6 +320,8 @@ async def _fetch(shared: _Shared, request: Request, settings: ConnectionSettings
     """Make one rate-limited request and judge the reply as the hook does."""
     client = await shared.client()
     await shared.limiter.acquire()
+    if shared.quota is not None:
+        await shared.quota.acquire()  # this loop's turn, then the project's, across processes
     failure: SalebotError | None = None
     where = f"Salebot {request.action} ({request.method} {request.display_path})"
     try:
@@ -488,6 +505,8 @@ class OrderStateTrigger(BaseTrigger):
                         # The quota is the project's: every trigger on this connection waits.
                         pause = getattr(error, "retry_after", None) or delay
                         shared.limiter.pause(min(pause, MAX_BACKOFF))
+                        if shared.quota is not None:  # and every process's, through Redis
+                            await shared.quota.hold(min(pause, MAX_BACKOFF))
                     self.log.warning(
                         "Polling %s failed (%d in a row), polling again in %.1fs: %s",
                         wait.deal,

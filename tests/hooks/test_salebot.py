@@ -645,7 +645,15 @@ def test_ui_field_behaviour_and_widgets() -> None:
     assert behaviour["relabeling"]["password"] == "API key"
     assert "login" in behaviour["hidden_fields"]
     widgets = SalebotHook.get_connection_form_widgets()
-    assert set(widgets) == {"timeout", "max_retries", "backoff_factor", "rate_limit", "verify", "timezone"}
+    assert set(widgets) == {
+        "timeout",
+        "max_retries",
+        "backoff_factor",
+        "rate_limit",
+        "rate_limit_redis",
+        "verify",
+        "timezone",
+    }
 
 
 def test_connection_uri_form_with_a_scheme_in_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
