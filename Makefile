@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench e2e clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
@@ -43,6 +43,11 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/triggers.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/emulator.py
+
+# A real deployment (Postgres, Redis, the emulator, Airflow's five processes and a Celery worker) running
+# the example DAGs, checked end to end; not part of `make test` (docs/testing.md, docs/deployment.md).
+e2e: $(STAMP)
+	$(BIN)/python e2e/run.py
 
 clean:
 	rm -rf $(VENV) .airflow-demo .pytest_cache .mypy_cache .ruff_cache

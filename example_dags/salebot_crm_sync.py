@@ -46,7 +46,7 @@ with DAG(
     load = LoadClientsOperator(
         task_id="load_leads",
         clients="{{ params.leads }}",
-        output_path=DATA + "/loaded/{{ ds }}.jsonl",
+        output_path=DATA + "/loaded/{{ dag_run.run_after | ds }}.jsonl",
         fail_on_item_error=False,  # a bad lead is reported in the summary, the rest go on
     )
 
@@ -70,7 +70,7 @@ with DAG(
         return out
 
     values = key_attributes_by_client(
-        load.output, "{{ params.attributes }}", DATA + "/loaded/{{ ds }}-attributes.jsonl"
+        load.output, "{{ params.attributes }}", DATA + "/loaded/{{ dag_run.run_after | ds }}-attributes.jsonl"
     )
     write = SaveVariablesOperator(task_id="write_attributes", client_variables=values)
     listed = AddToListOperator(

@@ -52,7 +52,10 @@ with DAG(
         task_id="mark_paid",
         client_id="{{ params.client_id }}",
         order_id=create.output,
-        variables={"paid_at": "{{ ts }}", "paid_state": "{{ ti.xcom_pull(task_ids='wait_until_paid') }}"},
+        variables={
+            "paid_at": "{{ ti.start_date.isoformat() }}",
+            "paid_state": "{{ ti.xcom_pull(task_ids='wait_until_paid') }}",
+        },
     )
     thanks = SendMessageOperator(
         task_id="thank_you",

@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 FILES = Path(__file__).with_name("files")
 
 
+#: ``run_dag``'s default: a logical date of now, as dag.test() gives when none is named.
+NOW: Any = object()
+
+
 class RunDag(Protocol):
-    def __call__(self, dag: DAG | str, /, **params: Any) -> DagRun: ...
+    def __call__(self, dag: DAG | str, /, logical_date: Any = NOW, **params: Any) -> DagRun: ...
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +76,15 @@ def run_dag(airflow_db: None) -> RunDag:
     Run a DAG once with ``dag.test()`` and return its DagRun.
 
     Give a DAG object, or the dag_id of a file in ``tests/dags/files/``; keyword arguments are the
-    run's params (``run_conf``). Each test DAG needs its own dag_id: the DB lives for the session.
+    run's params (``run_conf``). ``logical_date=None`` runs it as a run triggered through the REST API
+    or the UI without one (no ``ds``/``ts`` in its context). Each test DAG needs its own dag_id: the DB
+    lives for the session.
     """
 
-    def run(dag: DAG | str, /, **params: Any) -> DagRun:
-        return _load(dag).test(run_conf=params or None)
+    def run(dag: DAG | str, /, logical_date: Any = NOW, **params: Any) -> DagRun:
+        if logical_date is NOW:
+            return _load(dag).test(run_conf=params or None)
+        return _load(dag).test(run_conf=params or None, logical_date=logical_date)
 
     return run
 

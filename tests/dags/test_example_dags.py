@@ -59,7 +59,7 @@ def test_crm_sync_loads_writes_lists_and_exports(
     (tmp_path / "attributes.csv").write_text(
         "platform_id,client.tier,client.source\n" + "".join(f"{7000 + i},gold,ads\n" for i in range(3))
     )
-    dag_run = run_dag(example("salebot_crm_sync"))
+    dag_run = run_dag(example("salebot_crm_sync"), logical_date=None)  # as a trigger from the UI
     tis = task_instances(dag_run)
     assert {k: ti.state for k, ti in tis.items()} == dict.fromkeys(
         ["load_leads", "key_attributes_by_client", "write_attributes", "add_to_list", "export_clients"],
@@ -96,7 +96,8 @@ def test_order_pipeline_waits_for_payment_then_thanks(
 ) -> None:
     (client,) = salebot_emulator.seed_clients(1, seed=5, with_deals=False)
     salebot_emulator.auto_advance_new_deals(0.3)  # the client pays on their own: 101 -> ... -> 104
-    dag_run = run_dag(example("salebot_order_pipeline"), client_id=client)
+    # Triggered by hand through the REST API or the UI: no logical date, so no ds or ts.
+    dag_run = run_dag(example("salebot_order_pipeline"), logical_date=None, client_id=client)
     tis = task_instances(dag_run)
     assert {k: ti.state for k, ti in tis.items()} == dict.fromkeys(
         ["create_order", "wait_until_paid", "mark_paid", "thank_you"], "success"
@@ -105,6 +106,7 @@ def test_order_pipeline_waits_for_payment_then_thanks(
     assert tis["wait_until_paid"].xcom_pull(task_ids="wait_until_paid") == 104
     deal = salebot_emulator.deal(order_id)
     assert (deal.state_id, deal.variables["paid_state"]) == (104, 104)
+    assert deal.variables["paid_at"].startswith(str(dag_run.run_after.year))
     (thanks,) = salebot_emulator.outbox
     assert (thanks.client_id, thanks.text) == (client, f"Thank you! Your order {order_id} is paid.")
     no_key(salebot_emulator, *capfd.readouterr())
