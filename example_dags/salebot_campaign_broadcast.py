@@ -31,6 +31,8 @@ with DAG(
         "send_time": Param(None, type=["null", "string"], description="'%Y-%m-%d %H:%M:%S'; default +1 h"),
         "shift": Param(0.5, type="number", description="seconds between two messages"),
     },
+    # A retry of a part-sent broadcast sends only what surely never went out (docs/reliability.md).
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     tags=["salebot", "example"],
     doc_md=__doc__,
 ) as dag:
