@@ -377,6 +377,87 @@ def worker_killed_mid_broadcast(api: Api, emulator: Any, stack: Stack, env: dict
     return problems
 
 
+def ui_checks(api: Api, api_port: int, out: Path) -> list[str]:
+    """The Salebot form as the UI gets it (``hook_meta``), and screenshots of the UI by headless Chromium."""
+    from salebot_provider import get_provider_info
+
+    problems = []
+    reply = api.http.get("/ui/connections/hook_meta")
+    reply.raise_for_status()
+    meta = next((m for m in reply.json() if m.get("connection_type") == "salebot"), None)
+    expected = get_provider_info()["connection-types"][0]
+    if meta is None:
+        return ["the UI's hook_meta has no salebot connection type"]
+    # Field by field: each extra's title, description and default as the provider info gives them
+    # (docs/connection.md describes the same), and only Base URL and API key of the standard ones.
+    for name, field in expected["conn-fields"].items():
+        got = (meta.get("extra_fields") or {}).get(name)
+        want = (field["label"], field.get("description"), field["schema"].get("default"))
+        have = got and (got["schema"].get("title"), got.get("description"), got["schema"].get("default"))
+        if have != want:
+            problems.append(f"the UI's field {name!r} is {have}, not {want}")
+    if set(meta.get("extra_fields") or {}) != set(expected["conn-fields"]):
+        problems.append(f"the UI's extra fields are {sorted(meta.get('extra_fields') or {})}")
+    shown = {
+        name: field["title"]
+        for name, field in (meta.get("standard_fields") or {}).items()
+        if field and not field.get("hidden")
+    }
+    print(f"  the UI's Salebot form: {shown}, and {len(meta.get('extra_fields') or {})} extra fields")
+    if shown != {"host": "Base URL", "password": "API key"}:
+        problems.append(f"the UI's standard fields are {shown}, not Base URL and API key")
+    problems += screenshots(api, api_port, out)
+    return problems
+
+
+def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
+    """Headless Chromium, signed in by the ``_token`` cookie a local redirect sets, saves two pages."""
+    import http.server
+    import threading
+
+    token = api.http.headers["Authorization"].removeprefix("Bearer ")
+
+    class SignIn(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            # Cookies are per host, not per port: the UI on this host gets it too.
+            self.send_header("Set-Cookie", f"_token={token}; Path=/")
+            self.send_header("Location", f"http://127.0.0.1:{api_port}{self.path}")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SignIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out.mkdir(parents=True, exist_ok=True)
+    problems = []
+    try:
+        run_id = api.runs("salebot_order_pipeline")[-1]["dag_run_id"]
+        for name, path in (
+            ("order-pipeline-grid", f"/dags/salebot_order_pipeline/runs/{run_id}"),
+            ("connections", "/connections"),
+        ):
+            png = out / f"{name}.png"
+            subprocess.run(
+                ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={out / '.chromium'}", "--window-size=1400,900",
+                 "--virtual-time-budget=20000", f"--screenshot={png}",
+                 f"http://127.0.0.1:{server.server_address[1]}{path}"],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )  # fmt: skip
+            if not png.exists() or png.stat().st_size < 20_000:
+                problems.append(f"no screenshot of {path}")
+    finally:
+        server.shutdown()
+    shutil.rmtree(out / ".chromium", ignore_errors=True)
+    print(f"  screenshots: {out}")
+    return problems
+
+
 def key_search(key: str, stack: Stack, api: Api, pg: str, trigger_rows: list[str]) -> list[str]:
     """Count the key in every process's output, every task log, a pg_dump and the trigger rows."""
     from urllib.parse import quote
@@ -571,6 +652,7 @@ def run(root: Path) -> int:
             )
             if busiest > QUOTA or statuses.count(429) != 1 or injected != 4:
                 failures.append("the deployment went over the quota, or the injected faults did not all hit")
+            failures += ui_checks(api, api_port, root / "screenshots")
             failures += worker_killed_mid_broadcast(api, emulator, stack, env)
             failures += key_search(emulator.api_key, stack, api, pg, trigger_rows)
     except KeyboardInterrupt:
