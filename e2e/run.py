@@ -41,9 +41,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 #: The emulator's quota for the whole project: high enough for the run to fit the time.
-QUOTA = 20
+QUOTA = 6
 #: The connection's rate limit, shared by every process through Redis: under the quota.
-RATE_LIMIT = 15
+RATE_LIMIT = 5
 DAG_IDS = ("salebot_crm_sync", "salebot_campaign_broadcast", "salebot_order_pipeline")
 LIST_ID = 1170282
 NEW_LEADS = 40
@@ -305,6 +305,7 @@ def airflow_env(
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         "AIRFLOW_CONN_SALEBOT_DEFAULT": json.dumps(connection),
         "SALEBOT_EXAMPLE_DATA": str(root / "data"),
@@ -377,7 +378,7 @@ def worker_killed_mid_broadcast(api: Api, emulator: Any, stack: Stack, env: dict
     return problems
 
 
-def ui_checks(api: Api, api_port: int, out: Path) -> list[str]:
+def ui_checks(api: Api, api_port: int, out: Path, emulator: Any) -> list[str]:
     """The Salebot form as the UI gets it (``hook_meta``), and screenshots of the UI by headless Chromium."""
     from salebot_provider import get_provider_info
 
@@ -406,7 +407,33 @@ def ui_checks(api: Api, api_port: int, out: Path) -> list[str]:
     print(f"  the UI's Salebot form: {shown}, and {len(meta.get('extra_fields') or {})} extra fields")
     if shown != {"host": "Base URL", "password": "API key"}:
         problems.append(f"the UI's standard fields are {shown}, not Base URL and API key")
+    problems += connection_tests(api, emulator)
     problems += screenshots(api, api_port, out)
+    return problems
+
+
+def connection_tests(api: Api, emulator: Any) -> list[str]:
+    """The connection test of the REST API (the UI's Test icon): a good key, and a closed port."""
+    problems = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    for what, host, expected in (
+        ("the emulator", emulator.base_url, True),
+        ("a closed port", f"http://127.0.0.1:{closed}", False),
+    ):
+        body = {
+            "connection_id": "salebot_probe",
+            "conn_type": "salebot",
+            "host": host,
+            "password": emulator.api_key,
+        }
+        started = time.monotonic()
+        reply = api.send("POST", "/connections/test", body)
+        took = time.monotonic() - started
+        print(f"  connection test against {what}: {reply['status']} in {took:.1f}s: {reply['message'][:100]}")
+        if reply["status"] is not expected or took > 15 or emulator.api_key in reply["message"]:
+            problems.append(f"the connection test against {what} did not answer as it should")
     return problems
 
 
@@ -434,28 +461,113 @@ def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
     problems = []
     try:
         run_id = api.runs("salebot_order_pipeline")[-1]["dag_run_id"]
-        for name, path in (
-            ("order-pipeline-grid", f"/dags/salebot_order_pipeline/runs/{run_id}"),
-            ("connections", "/connections"),
-        ):
-            png = out / f"{name}.png"
-            subprocess.run(
-                ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={out / '.chromium'}", "--window-size=1400,900",
-                 "--virtual-time-budget=20000", f"--screenshot={png}",
-                 f"http://127.0.0.1:{server.server_address[1]}{path}"],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )  # fmt: skip
-            if not png.exists() or png.stat().st_size < 20_000:
-                problems.append(f"no screenshot of {path}")
+        signed_in = f"http://127.0.0.1:{server.server_address[1]}"
+        path = f"/dags/salebot_order_pipeline/runs/{run_id}"
+        png = out / "order-pipeline-run.png"
+        subprocess.run(
+            [*CHROMIUM, f"--user-data-dir={out / '.chromium'}", "--virtual-time-budget=20000",
+             f"--screenshot={png}", f"{signed_in}{path}"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+        if not png.exists() or png.stat().st_size < 20_000:
+            problems.append(f"no screenshot of {path}")
+        form = out / "add-connection-salebot.png"
+        problems += add_connection_form(f"{signed_in}/connections", form, out / ".chromium-form")
+        if not form.exists() or form.stat().st_size < 20_000:
+            problems.append("no screenshot of the Add Connection form")
     finally:
         server.shutdown()
     shutil.rmtree(out / ".chromium", ignore_errors=True)
-    print(f"  screenshots: {out}")
+    shutil.rmtree(out / ".chromium-form", ignore_errors=True)
     return problems
+
+
+CHROMIUM = [
+    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1000",
+]  # fmt: skip
+
+
+def add_connection_form(url: str, png: Path, profile: Path) -> list[str]:
+    """
+    Open Add Connection, choose the Salebot type as a user would, and save a screenshot.
+
+    Chromium is driven through its DevTools protocol: a click on the button, the type typed into the
+    Connection Type box and Enter, then the form's labels read and the page captured.
+    """
+    import base64
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CHROMIUM, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page = wait_until(
+            "Chromium's DevTools",
+            lambda: next(
+                t
+                for t in json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json"))
+                if t["type"] == "page"
+            ),
+            30,
+        )
+        with connect(page["webSocketDebuggerUrl"], max_size=50_000_000) as ws:
+            calls = iter(range(1, 1_000_000))
+
+            def cdp(method: str, **params: Any) -> Any:
+                number = next(calls)
+                ws.send(json.dumps({"id": number, "method": method, "params": params}))
+                while True:
+                    message = json.loads(ws.recv())
+                    if message.get("id") == number:
+                        return message.get("result", {})
+
+            def js(expression: str) -> Any:
+                reply = cdp("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+                return reply.get("result", {}).get("value")
+
+            cdp("Page.enable")
+            cdp("Page.navigate", url=url)
+            wait_until(
+                "the connections page",
+                lambda: js(
+                    "[...document.querySelectorAll('button')].some(b => /Add Connection/.test(b.innerText))"
+                ),
+                60,
+            )
+            add = "[...document.querySelectorAll('button')].find(b => /Add Connection/.test(b.innerText))"
+            js(f"{add}.click()")
+            wait_until("the form", lambda: js("!!document.querySelector('input[role=combobox]')"), 30)
+            js("document.querySelector('input[role=combobox]').focus()")
+            cdp("Input.insertText", text="Salebot")
+            wait_until("the Salebot type", lambda: "Salebot" in (js("document.body.innerText") or ""), 30)
+            for kind in ("keyDown", "keyUp"):
+                cdp("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+            labels = wait_until(
+                "the Salebot fields",
+                lambda: (
+                    (found := js("[...document.querySelectorAll('label')].map(l => l.innerText.trim())"))
+                    and "API key" in found
+                    and found
+                ),
+                30,
+            )
+            png.write_bytes(base64.b64decode(cdp("Page.captureScreenshot", format="png")["data"]))
+    finally:
+        proc.terminate()
+        proc.wait()
+    wanted = ["Base URL", "API key", "Timeout (seconds)", "Max retries", "Rate limit (requests per second)"]
+    missing = [label for label in wanted if label not in labels]
+    print(f"  the Add Connection form with Salebot chosen shows: {', '.join(labels)}")
+    return [f"the Add Connection form lacks {missing}"] if missing else []
 
 
 def key_search(key: str, stack: Stack, api: Api, pg: str, trigger_rows: list[str]) -> list[str]:
@@ -650,9 +762,9 @@ def run(root: Path) -> int:
             print(
                 f"  faults answered during the CRM sync (502, 503, 429): {injected}, each retried or waited"
             )
-            if busiest > QUOTA or statuses.count(429) != 1 or injected != 4:
+            if busiest > RATE_LIMIT + 1 or statuses.count(429) != 1 or injected != 4:
                 failures.append("the deployment went over the quota, or the injected faults did not all hit")
-            failures += ui_checks(api, api_port, root / "screenshots")
+            failures += ui_checks(api, api_port, root / "screenshots", emulator)
             failures += worker_killed_mid_broadcast(api, emulator, stack, env)
             failures += key_search(emulator.api_key, stack, api, pg, trigger_rows)
     except KeyboardInterrupt:
@@ -660,8 +772,11 @@ def run(root: Path) -> int:
     finally:
         say("stopping every process it started")
         stack.stop_all()
+    for folder in ("pg", "pg-socket", "redis"):  # the data; the logs stay
+        shutil.rmtree(root / folder, ignore_errors=True)
+    print(f"  every process's output: {stack.logs}\n  screenshots: {root / 'screenshots'}")
     if failures:
-        say("FAILED:\n  " + "\n  ".join(failures) + f"\n  logs: {stack.logs}")
+        say("FAILED:\n  " + "\n  ".join(failures))
         return 1
     say("PASSED")
     return 0
