@@ -55,10 +55,21 @@ def say(text: str) -> None:
     print(f"[e2e {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+#: Every port handed out, to check at the end that nothing is left listening on one.
+PORTS: list[int] = []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        PORTS.append(int(sock.getsockname()[1]))
+        return PORTS[-1]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # ---------------------------------------------------------------------------------- what it needs
@@ -772,6 +783,10 @@ def run(root: Path) -> int:
     finally:
         say("stopping every process it started")
         stack.stop_all()
+    left = [port for port in PORTS if listening(port)]
+    print(f"  after the stop: {len(PORTS)} ports it used, {len(left)} still listening")
+    if left:
+        failures.append(f"something is still listening on ports {left}")
     for folder in ("pg", "pg-socket", "redis"):  # the data; the logs stay
         shutil.rmtree(root / folder, ignore_errors=True)
     print(f"  every process's output: {stack.logs}\n  screenshots: {root / 'screenshots'}")
