@@ -2,9 +2,10 @@
 
 The matrix below is the whole test: 15 subjects (the 13 operators, ``OrderStateSensor`` poking, and the
 sensor deferred to its ``OrderStateTrigger``) times 4 faults injected into the emulator (a 429; a 502
-before the request is processed; a 502 after it was processed; a read timeout: the reply comes 1.5 s
-after the connection's 0.5 s ``timeout``). Operators run with a ``task_state_store`` (Airflow 3.3's,
-as the conftest's ``StateStore``), and an Airflow retry is a fresh operator run with the same store.
+before the request is processed; a 502 after it was processed; a read timeout: the reply
+comes 2.5 s after the request, the connection's ``timeout`` is 1 s). Operators run with a
+``task_state_store`` (Airflow 3.3's, as the conftest's ``StateStore``), and an Airflow retry is a
+fresh operator run with the same store.
 
 Each cell is one of three policies, and each case proves it from what the emulator saw and did:
 
