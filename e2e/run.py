@@ -24,6 +24,7 @@ import bisect
 import contextlib
 import glob
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -98,29 +99,42 @@ def ensure_system() -> None:
         sys.exit(2)
     say(f"installing {' '.join(missing)} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if done.returncode:
-            print(f"make e2e could not install {' '.join(missing)}: {done.stderr.strip()[-300:]}")
-            sys.exit(2)
+    # Debian starts a package's service on install (Postgres on 5432, Redis on 6379); this run
+    # starts its own, on free ports, so the packages' are kept from starting (policy-rc.d, 101).
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"make e2e could not install {' '.join(missing)} ({' '.join(argv[:2])}): {last}")
+                sys.exit(2)
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
 
 
 def ensure_python() -> None:
     """Airflow's celery, postgres and redis extras, pinned to the Airflow installed."""
-    try:
-        import airflow.providers.celery
-        import airflow.providers.postgres  # noqa: F401
-        import psycopg2  # noqa: F401
-        import redis  # noqa: F401
-    except ImportError:
+    # websockets: Chromium is driven through its DevTools socket.
+    needed = ("airflow.providers.celery", "airflow.providers.postgres", "psycopg2", "redis", "websockets")
+    if not all(importlib.util.find_spec(name) for name in needed):
         version = importlib.metadata.version("apache-airflow")
         say(f"installing apache-airflow[celery,postgres,redis]=={version}")
         # celery 5.7.0 breaks the celery provider (cannot import name 'retry'): pinned below it.
-        subprocess.run(
+        done = subprocess.run(
             [str(BIN / "python"), "-m", "pip", "install", "-q",
-             f"apache-airflow[celery,postgres,redis]=={version}", "celery<5.7"],
-            check=True,
+             f"apache-airflow[celery,postgres,redis]=={version}", "celery<5.7", "websockets"],
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"make e2e could not install Airflow's celery, postgres and redis extras: {last}")
+            sys.exit(2)
 
 
 # ---------------------------------------------------------------------------------- the processes
@@ -142,15 +156,30 @@ class Stack:
         )
 
     def kill(self, name: str, sig: int = signal.SIGTERM, wait: float = 20.0) -> None:
+        """
+        Signal a process's group and the group of every process under it, then wait for it.
+
+        Airflow starts each task in a process group of its own, under the worker's: signalling the
+        worker's group alone would leave a running task behind, which a lost machine never does.
+        """
         proc = self.procs.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+        under = descendants(proc.pid)
+        groups = {proc.pid}
+        for pid in under:
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
         try:
             proc.wait(wait)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pid in under:  # nothing it started outlives it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -161,6 +190,21 @@ class Stack:
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
             self.kill(name)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid``, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(Path(stat).read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wait_until(what: str, condition: Any, within: float, stack: Stack | None = None) -> Any:
@@ -234,7 +278,7 @@ def start_redis(stack: Stack, port: int) -> None:
          "--save", "", "--appendonly", "no", "--dir", str(folder)],
         dict(os.environ),
     )  # fmt: skip
-    wait_until("Redis", lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True, 15, stack)
+    wait_until("Redis", lambda: listening(port), 15, stack)
 
 
 def write_inputs(data: Path) -> None:
@@ -297,7 +341,7 @@ def airflow_env(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
@@ -306,6 +350,7 @@ def airflow_env(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}",
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -325,16 +370,22 @@ def airflow_env(
     return env, password
 
 
-def decrypted_triggers(pg: str, fernet_key: str) -> list[str]:
-    """Every trigger row's kwargs, decrypted with the deployment's Fernet key (as Airflow stores them)."""
+def sql(pg: str, query: str) -> list[tuple[Any, ...]]:
+    """The rows of a query on the metadata database."""
     import psycopg2
-    from cryptography.fernet import Fernet
 
     user_host, database = pg.split("/")
     host, port = user_host.split("@")[1].split(":")
     with psycopg2.connect(host=host, port=port, user="postgres", dbname=database) as db, db.cursor() as cur:
-        cur.execute("SELECT kwargs FROM trigger")
-        rows = [row[0] for row in cur.fetchall()]
+        cur.execute(query)
+        return list(cur.fetchall())
+
+
+def decrypted_triggers(pg: str, fernet_key: str) -> list[str]:
+    """Every trigger row's kwargs, decrypted with the deployment's Fernet key (as Airflow stores them)."""
+    from cryptography.fernet import Fernet
+
+    rows = [row[0] for row in sql(pg, "SELECT kwargs FROM trigger")]
     return [
         r if r.startswith("{") else Fernet(fernet_key.encode()).decrypt(r.encode()).decode() for r in rows
     ]
@@ -359,7 +410,7 @@ def worker_killed_mid_broadcast(api: Api, emulator: Any, stack: Stack, env: dict
     wait_until("the broadcast's 2nd chunk to be out", lambda: held.hits == 1, 180, stack)
     say("fault: the Celery worker's process group killed with SIGKILL while the 2nd chunk is out")
     stack.kill("worker", signal.SIGKILL)
-    stack.start("worker-2", [airflow, "celery", "worker", "--concurrency", "2"], env)
+    stack.start("worker-2", [airflow, "celery", "worker"], env)
     run_id = api.runs("salebot_campaign_broadcast")[-1]["dag_run_id"]
     wait_until(
         "the broadcast's run to end after the kill",
@@ -368,28 +419,49 @@ def worker_killed_mid_broadcast(api: Api, emulator: Any, stack: Stack, env: dict
         stack,
     )
     ti = next(t for t in api.tasks("salebot_campaign_broadcast", run_id) if t["task_id"] == "broadcast")
+    audience = api.xcom("salebot_campaign_broadcast", run_id, "find_segment")
     recipients = [i.client_id for i in emulator.outbox if i.text == message]
     path = (
         f"/dags/salebot_campaign_broadcast/dagRuns/{run_id}/taskInstances/broadcast/logs/{ti['try_number']}"
     )
     last_log = json.dumps(api.get(path, full_content=True))
-    said = re.search(r"every client id was tried: [0-9,]+ sent, [0-9,]+ in doubt", last_log)
+    # The last try's account: "every client id was tried: N sent, M in doubt", or, part-way,
+    # "N recipients sent, M in doubt (...), K not sent".
+    said = re.search(
+        r"([0-9,]+) (?:recipients )?sent, ([0-9,]+) in doubt(?:[^,]*, ([0-9,]+) not sent)?", last_log
+    )
+    counts = [int((g or "0").replace(",", "")) for g in said.groups()] if said else []
     print(
-        f"  broadcast after the worker's kill: {ti['state']} on try {ti['try_number']}; "
-        f"{len(recipients)} recipients, {len(set(recipients))} distinct"
-        + (f"; the last try said: {said.group(0)}" if said else "")
+        f"  broadcast after the worker's kill: {ti['state']} on try {ti['try_number']} on "
+        f"{ti['hostname']}; {len(recipients)} recipients, {len(set(recipients))} distinct, of "
+        f"{len(audience)}" + (f"; the last try said: {said.group(0)}" if said else "")
     )
     problems = []
     if ti["try_number"] < 2:
         problems.append("the killed broadcast was not retried")
-    if not recipients or len(recipients) != len(set(recipients)):
+    if not recipients or len(recipients) != len(set(recipients)) or not set(recipients) <= set(audience):
         problems.append("a recipient was messaged twice after the worker's kill")
-    if ti["state"] != "success" and not said:
-        problems.append("the killed broadcast failed without naming what was sent and what is in doubt")
+    if ti["state"] == "success":
+        if sorted(recipients) != sorted(audience):
+            problems.append("the broadcast succeeded but did not reach its whole audience")
+    elif not counts:
+        problems.append("the killed broadcast failed without naming what was sent, in doubt and not sent")
+    else:
+        sent, doubt, not_sent = counts
+        # Everyone is accounted for once; Salebot holds every one sent, and the in-doubt ones it did process.
+        if sent + doubt + not_sent != len(audience) or not sent <= len(recipients) <= sent + doubt:
+            problems.append(f"the broadcast's account {counts} does not match the outbox")
     return problems
 
 
-def ui_checks(api: Api, api_port: int, out: Path, emulator: Any) -> list[str]:
+def documented_form() -> dict[str, str]:
+    """The extras' labels as docs/connection.md's "In the UI" table gives them: extra -> label."""
+    text = (ROOT / "docs" / "connection.md").read_text()
+    section = text.split("## In the UI", 1)[1].split("\n## ", 1)[0]
+    return {extra: label for label, extra in re.findall(r"^\| ([^|`]+?) \| `(\w+)`", section, re.M)}
+
+
+def ui_checks(api: Api, api_port: int, out: Path, emulator: Any, order_run: str) -> list[str]:
     """The Salebot form as the UI gets it (``hook_meta``), and screenshots of the UI by headless Chromium."""
     from salebot_provider import get_provider_info
 
@@ -418,8 +490,14 @@ def ui_checks(api: Api, api_port: int, out: Path, emulator: Any) -> list[str]:
     print(f"  the UI's Salebot form: {shown}, and {len(meta.get('extra_fields') or {})} extra fields")
     if shown != {"host": "Base URL", "password": "API key"}:
         problems.append(f"the UI's standard fields are {shown}, not Base URL and API key")
+    # And as the user's guide describes the form, label by label.
+    documented = documented_form()
+    in_ui = {name: field["schema"].get("title") for name, field in (meta.get("extra_fields") or {}).items()}
+    print(f"  docs/connection.md's form table matches the UI's extra fields: {documented == in_ui}")
+    if documented != in_ui:
+        problems.append(f"docs/connection.md describes the form as {documented}, the UI has {in_ui}")
     problems += connection_tests(api, emulator)
-    problems += screenshots(api, api_port, out)
+    problems += screenshots(api, api_port, out, order_run)
     return problems
 
 
@@ -443,12 +521,13 @@ def connection_tests(api: Api, emulator: Any) -> list[str]:
         reply = api.send("POST", "/connections/test", body)
         took = time.monotonic() - started
         print(f"  connection test against {what}: {reply['status']} in {took:.1f}s: {reply['message'][:100]}")
-        if reply["status"] is not expected or took > 15 or emulator.api_key in reply["message"]:
+        # One short attempt: a closed port is refused at once, so anything near a second means retries.
+        if reply["status"] is not expected or took > 3 or emulator.api_key in reply["message"]:
             problems.append(f"the connection test against {what} did not answer as it should")
     return problems
 
 
-def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
+def screenshots(api: Api, api_port: int, out: Path, run_id: str) -> list[str]:
     """Headless Chromium, signed in by the ``_token`` cookie a local redirect sets, saves two pages."""
     import http.server
     import threading
@@ -471,7 +550,6 @@ def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     problems = []
     try:
-        run_id = api.runs("salebot_order_pipeline")[-1]["dag_run_id"]
         signed_in = f"http://127.0.0.1:{server.server_address[1]}"
         path = f"/dags/salebot_order_pipeline/runs/{run_id}"
         png = out / "order-pipeline-run.png"
@@ -482,8 +560,10 @@ def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
             timeout=120,
             check=False,
         )  # fmt: skip
-        if not png.exists() or png.stat().st_size < 20_000:
-            problems.append(f"no screenshot of {path}")
+        green, red = grid_colours(png) if png.exists() else (0, 0)
+        print(f"  the order pipeline's grid, captured: {green} px of success green, {red} px of red")
+        if green < 2_000 or red > 50:
+            problems.append(f"the screenshot of {path} does not show a green grid")
         form = out / "add-connection-salebot.png"
         problems += add_connection_form(f"{signed_in}/connections", form, out / ".chromium-form")
         if not form.exists() or form.stat().st_size < 20_000:
@@ -493,6 +573,57 @@ def screenshots(api: Api, api_port: int, out: Path) -> list[str]:
     shutil.rmtree(out / ".chromium", ignore_errors=True)
     shutil.rmtree(out / ".chromium-form", ignore_errors=True)
     return problems
+
+
+def grid_colours(png: Path) -> tuple[int, int]:
+    """
+    The pixels of Airflow's success green, and of any red, in a screenshot's grid panel.
+
+    The panel is right of the navigation bar (whose logo has red in it) and left of the run's details.
+
+    A small PNG reader (8-bit RGB or RGBA, the five row filters), so that the check needs nothing
+    installed.
+    """
+    import struct
+    import zlib
+
+    data = png.read_bytes()
+    pos, packed = 8, b""
+    width = height = channels = 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, _, colour = struct.unpack(">IIBB", body[:10])
+            channels = {2: 3, 6: 4}[colour]
+        elif kind == b"IDAT":
+            packed += body
+        pos += 12 + length
+    raw, stride = zlib.decompress(packed), width * channels
+    panel = range(70 * channels, min(width, 340) * channels, channels)
+    previous, green, red = bytearray(stride), 0, 0
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for x in range(stride):
+            a = line[x - channels] if x >= channels else 0
+            b, c = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + a) & 255
+            elif kind == 2:
+                line[x] = (line[x] + b) & 255
+            elif kind == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        for x in panel:
+            r, g, b = line[x : x + 3]
+            green += r < 40 and 100 <= g <= 140 and b < 40
+            red += r > 150 and g < 80 and b < 80
+        previous = line
+    return green, red
 
 
 CHROMIUM = [
@@ -631,6 +762,183 @@ def key_search(key: str, stack: Stack, api: Api, pg: str, trigger_rows: list[str
     return problems
 
 
+def print_runs(api: Api, dag_id: str, failures: list[str]) -> None:
+    """Every run of a DAG the REST API lists, with its tasks' states, tries and durations."""
+    for dag_run in api.runs(dag_id):
+        print(f"  {dag_id} {dag_run['dag_run_id']} ({dag_run['run_type']}): {dag_run['state']}")
+        for ti in sorted(api.tasks(dag_id, dag_run["dag_run_id"]), key=lambda t: t["start_date"] or ""):
+            print(
+                f"    {ti['task_id']:<26} {ti['state']!s:<9} try {ti['try_number']}  "
+                f"{ti['duration'] or 0:6.1f}s"
+            )
+        if dag_run["state"] != "success":
+            failures.append(f"{dag_id} run {dag_run['dag_run_id']} ended {dag_run['state']}")
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most requests in any one second."""
+    times = sorted(times)
+    return max((bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
+
+
+def seconds(stamp: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def sync_checks(api: Api, emulator: Any, root: Path, listed_before: int) -> list[str]:
+    """What the CRM sync and the broadcast on its Asset should have left in Salebot, exactly."""
+    failures = []
+    sync_runs = api.runs("salebot_crm_sync")
+    if [r["run_type"] for r in sync_runs] != ["scheduled"]:
+        failures.append(f"the CRM sync ran as {[r['run_type'] for r in sync_runs]}, not once as scheduled")
+    sync = sync_runs[-1]["dag_run_id"]
+    loaded = api.xcom("salebot_crm_sync", sync, "load_leads")
+    with emulator.state.lock:
+        platform_ids = [c.platform_id for c in emulator.state.clients.values()]
+        clients_now = len(emulator.state.clients)
+    leads = [str(880000 + i) for i in range(NEW_LEADS)]
+    reason = loaded["failures"][0]["reason"] if loaded["failures"] else ""
+    print(f"  leads: {loaded['loaded']} loaded, {loaded['failed']} failed ({reason or 'no reason'})")
+    if (loaded["loaded"], loaded["failed"]) != (NEW_LEADS, 1) or not reason:
+        failures.append("the leads were not each loaded, and the bad one failed with a reason")
+    if sorted(p for p in platform_ids if p in leads) != sorted(leads):
+        failures.append("a lead is missing from Salebot, or is there twice")
+    # Each lead's attributes, written by write_attributes (tier and source, as the CSV gives them).
+    tiers = ("gold", "silver", "bronze")
+    ids = {c.platform_id: c.id for c in emulator.state.clients.values() if c.platform_id in leads}
+    wrong = [
+        p
+        for i, p in enumerate(leads)
+        if p in ids
+        and {k: emulator.client(ids[p]).variables.get(k) for k in ("tier", "source")}
+        != {"tier": tiers[i % 3], "source": "demo"}
+    ]
+    print(f"  attributes written: {len(ids) - len(wrong)} of {NEW_LEADS} leads")
+    if wrong:
+        failures.append(f"the attributes of {len(wrong)} leads were not written as the CSV gives them")
+    if len(emulator.state.lists[LIST_ID]) - listed_before != NEW_LEADS:
+        failures.append("the new leads did not each join the list")
+    export = root / "data" / "export" / "clients.jsonl"
+    lines = sum(1 for _ in export.open()) if export.exists() else 0
+    print(f"  export: {lines} clients in {export} (Salebot holds {clients_now})")
+    if lines != clients_now:
+        failures.append("the export does not hold every client once")
+    # The broadcast that followed the export's Asset: the segment's clients, each once.
+    campaign = api.runs("salebot_campaign_broadcast")
+    if not campaign or campaign[-1]["run_type"] != "asset_triggered":
+        failures.append("the campaign broadcast did not follow the export's Asset")
+        return failures
+    segment = api.xcom("salebot_campaign_broadcast", campaign[-1]["dag_run_id"], "find_segment")
+    with emulator.state.lock:
+        vip = sorted(c.id for c in emulator.state.clients.values() if c.variables.get("segment") == "vip")
+    recipients = [i.client_id for i in emulator.outbox if i.action == "broadcast"]
+    print(
+        f"  broadcast: {len(recipients)} recipients, {len(set(recipients))} distinct, "
+        f"the segment holds {len(vip)}"
+    )
+    if not vip or sorted(recipients) != vip or sorted(segment) != vip:
+        failures.append("the broadcast did not message each client of the segment exactly once")
+    return failures
+
+
+def one_quota(api: Api, emulator: Any, stack: Stack, redis_port: int) -> list[str]:
+    """
+    Two runs of Salebot work on the worker's two slots and two deferred sensors, all at once.
+
+    Each run of ``salebot_e2e_quota`` writes a distinct score to 60 clients (a request each, four at
+    a time): alone, each would go at the connection's whole ``rate_limit``. Two order pipelines
+    wait in the triggerer meanwhile. With the limiter shared through Redis, the project's quota
+    sees the combined rate stay within ``rate_limit``, and no 429.
+    """
+    failures: list[str] = []
+    buyers = list(emulator.state.clients)[1:3]
+    for buyer in buyers:
+        api.send(
+            "POST",
+            "/dags/salebot_order_pipeline/dagRuns",
+            {"logical_date": None, "conf": {"client_id": buyer}},
+        )
+
+    def sensors_deferred() -> bool:
+        runs = api.runs("salebot_order_pipeline")[-2:]
+        states = [t["state"] for r in runs for t in api.tasks("salebot_order_pipeline", r["dag_run_id"])]
+        return states.count("deferred") == 2
+
+    wait_until("two order sensors deferred at once", sensors_deferred, 120, stack)
+    phase = time.time()
+    with emulator.state.lock:
+        targets = list(emulator.state.clients)[100:220]
+    for half in (targets[:60], targets[60:]):
+        rows = [{"client_id": c, "variables": {"client.score": n}} for n, c in enumerate(half)]
+        api.send("POST", "/dags/salebot_e2e_quota/dagRuns", {"logical_date": None, "conf": {"rows": rows}})
+    wait_until(
+        "the two quota runs and the two order pipelines",
+        lambda: all(
+            r["state"] in ("success", "failed")
+            for dag_id in ("salebot_e2e_quota", "salebot_order_pipeline")
+            for r in api.runs(dag_id)
+        ),
+        240,
+        stack,
+    )
+    print_runs(api, "salebot_e2e_quota", failures)
+    tis = [
+        t
+        for r in api.runs("salebot_e2e_quota")
+        for t in api.tasks("salebot_e2e_quota", r["dag_run_id"])
+        if t["start_date"] and t["end_date"]
+    ]
+    if len(tis) != 2:
+        return [*failures, "the two quota runs did not both run"]
+    begin = max(seconds(t["start_date"]) for t in tis)
+    end = min(seconds(t["end_date"]) for t in tis)
+    hosts = sorted({t["hostname"] for t in tis})
+    both = [r for r in emulator.requests if begin <= r.time <= end]
+    polls = sum(1 for r in both if r.action == "get_order_state")
+    refused = sum(1 for r in emulator.requests if r.status == 429 and r.time >= phase)
+    busiest = busiest_second([r.time for r in both])
+    rate = len(both) / (end - begin) if end > begin else 0.0
+    print(
+        f"  one quota: the two runs overlapped {max(end - begin, 0):.1f}s on {', '.join(hosts)} "
+        f"(two slots); in that time {len(both)} requests ({polls} sensor polls), {rate:.1f}/s, "
+        f"the busiest second {busiest}; 429s in the whole phase: {refused}"
+        f" (rate_limit {RATE_LIMIT}/s shared through Redis, quota {QUOTA}/s)"
+    )
+    if end - begin < 5 or not polls:
+        failures.append("the two runs and the sensors did not overlap: the quota check proves nothing")
+    if busiest > RATE_LIMIT + 1 or refused:
+        failures.append("the deployment went over the quota with two workers' slots and the triggerer")
+    for buyer in buyers:
+        thanks = [i for i in emulator.outbox if i.action == "message" and i.client_id == buyer]
+        if len(thanks) != 1:
+            failures.append(f"buyer {buyer} got {len(thanks)} thank-you messages, not 1")
+    with emulator.state.lock:
+        scored = [emulator.state.clients[c].variables.get("score") for c in targets]
+    if scored != [n for half in (targets[:60], targets[60:]) for n in range(len(half))]:
+        failures.append("the quota runs' scores are not all in Salebot")
+    failures += redis_checks(emulator, stack, redis_port)
+    return failures
+
+
+def redis_checks(emulator: Any, stack: Stack, redis_port: int) -> list[str]:
+    """The bucket is in the real Redis, under a hash of the key; no process fell back to its own limit."""
+    import redis
+
+    keys = [str(k) for k in redis.Redis(port=redis_port, db=1, decode_responses=True).keys("salebot:rate:*")]
+    fell_back = sum(
+        path.read_text(errors="replace").count("cannot be reached") for path in stack.logs.glob("*.log")
+    )
+    print(f"  Redis holds the shared bucket {keys}; processes that fell back to their own limit: {fell_back}")
+    problems = []
+    if len(keys) != 1 or emulator.api_key in keys[0]:
+        problems.append("the shared bucket is not in Redis under a hash of the key")
+    if fell_back:
+        problems.append("a process could not reach Redis and fell back to its own limit")
+    return problems
+
+
 def run(root: Path) -> int:
     from salebot_provider.testing.emulator import SalebotEmulator
 
@@ -646,29 +954,34 @@ def run(root: Path) -> int:
             api_port = free_port()
             env, password = airflow_env(root, pg, redis_port, api_port, emulator)
             write_inputs(root / "data")
+            dags = root / "dags"
+            dags.mkdir()
+            for dag_file in [*(ROOT / "example_dags").glob("*.py"), *(ROOT / "e2e" / "dags").glob("*.py")]:
+                shutil.copy(dag_file, dags)
             say(f"Postgres, Redis and the emulator (quota {QUOTA}/s) are up; migrating the metadata DB")
             airflow = str(BIN / "airflow")
-            subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+            migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True)
+            (stack.logs / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+            migrate.check_returncode()
             for name, argv in (
                 ("api-server", [airflow, "api-server", "--port", str(api_port)]),
                 ("scheduler", [airflow, "scheduler"]),
                 ("dag-processor", [airflow, "dag-processor"]),
                 ("triggerer", [airflow, "triggerer"]),
-                ("worker", [airflow, "celery", "worker", "--concurrency", "2"]),
+                ("worker", [airflow, "celery", "worker"]),
             ):
                 stack.start(name, argv, env)
             api = wait_until(
                 "the api-server", lambda: Api(f"http://127.0.0.1:{api_port}", password), 120, stack
             )
+            wanted = {*DAG_IDS, "salebot_e2e_quota"}
             wait_until(
-                "the example DAGs to be parsed",
-                lambda: (
-                    {d["dag_id"] for d in api.get("/dags", dag_id_pattern="salebot")["dags"]} >= set(DAG_IDS)
-                ),
+                "the DAGs to be parsed",
+                lambda: {d["dag_id"] for d in api.get("/dags", dag_id_pattern="salebot")["dags"]} >= wanted,
                 180,
                 stack,
             )
-            say("all five Airflow processes are up and the three DAGs parsed; unpausing them")
+            say("all five Airflow processes are up and the DAGs parsed; unpausing them")
             listed_before = len(emulator.state.lists[LIST_ID])
             # Faults for a while during the CRM sync: reads and harmless writes are retried, a 429
             # is waited out, so the run ends in success (DESIGN.md); the log shows them.
@@ -678,7 +991,7 @@ def run(root: Path) -> int:
                 ("add_to_list", {"status": 429, "retry_after": 1, "times": 1}),
             ):
                 emulator.inject(action, **fault)
-            for dag_id in DAG_IDS:
+            for dag_id in wanted:
                 api.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
             buyer = next(iter(emulator.state.clients))
             api.send(
@@ -688,6 +1001,9 @@ def run(root: Path) -> int:
             )
             sensor_states: list[str] = []
             trigger_rows: list[str] = []
+            # The triggerers' jobs before the restart, and the job that ran the trigger after it.
+            old_jobs: set[int] = set()
+            claimed_by: set[int] = set()
 
             def finished() -> bool:
                 for ti in api.tasks(
@@ -697,29 +1013,26 @@ def run(root: Path) -> int:
                         not sensor_states or sensor_states[-1] != ti["state"]
                     ):
                         sensor_states.append(ti["state"])
-                        if ti["state"] == "deferred":
+                        if ti["state"] == "deferred" and "triggerer" in stack.procs:
                             # The trigger's row, decrypted with the Fernet key, before it is gone.
                             trigger_rows.extend(decrypted_triggers(pg, env["AIRFLOW__CORE__FERNET_KEY"]))
                             say("the order sensor is deferred: restarting the triggerer under it")
+                            old_jobs.update(
+                                r[0] for r in sql(pg, "SELECT id FROM job WHERE job_type = 'TriggererJob'")
+                            )
                             stack.kill("triggerer")
                             stack.start("triggerer-2", [airflow, "triggerer"], env)
+                if old_jobs:
+                    claimed_by.update(
+                        r[0] for r in sql(pg, "SELECT triggerer_id FROM trigger WHERE triggerer_id > 0")
+                    )
                 runs = {dag_id: api.runs(dag_id) for dag_id in DAG_IDS}
                 return all(r and r[-1]["state"] in ("success", "failed") for r in runs.values())
 
             wait_until("the three DAG runs", finished, RUNS_WITHIN, stack)
             say("every run ended; what the REST API lists:")
             for dag_id in DAG_IDS:
-                for dag_run in api.runs(dag_id):
-                    print(f"  {dag_id} {dag_run['dag_run_id']} ({dag_run['run_type']}): {dag_run['state']}")
-                    for ti in sorted(
-                        api.tasks(dag_id, dag_run["dag_run_id"]), key=lambda t: t["start_date"] or ""
-                    ):
-                        print(
-                            f"    {ti['task_id']:<26} {ti['state']!s:<9} try {ti['try_number']}  "
-                            f"{ti['duration'] or 0:6.1f}s"
-                        )
-                    if dag_run["state"] != "success":
-                        failures.append(f"{dag_id} run {dag_run['dag_run_id']} ended {dag_run['state']}")
+                print_runs(api, dag_id, failures)
             print(f"  the order sensor's states, as polled: {' -> '.join(s for s in sensor_states if s)}")
             if "deferred" not in sensor_states or sensor_states[-1] != "success":
                 failures.append("the order pipeline's sensor was not seen deferred, then done")
@@ -731,65 +1044,52 @@ def run(root: Path) -> int:
                 t for t in api.tasks("salebot_order_pipeline", order_run) if t["task_id"] == "wait_until_paid"
             )
             restarted = "triggerer-2" in stack.procs and "triggerer" not in stack.procs
+            fired_in_new = bool(claimed_by) and not claimed_by & old_jobs
             print(
                 f"  after the triggerer's restart (the first one stopped: {restarted}), the sensor ended "
-                f"{sensor['state']} on try {sensor['try_number']}"
+                f"{sensor['state']} on try {sensor['try_number']}; its trigger ran in the new triggerer "
+                f"(job {sorted(claimed_by)}, the old one's {sorted(old_jobs)}): {fired_in_new}"
             )
-            if not restarted or (sensor["state"], sensor["try_number"]) != ("success", 1):
+            if not restarted or not fired_in_new or (sensor["state"], sensor["try_number"]) != ("success", 1):
                 failures.append("the sensor did not complete, once, in the restarted triggerer")
 
             # What Salebot (the emulator) saw.
-            sync = api.runs("salebot_crm_sync")[-1]["dag_run_id"]
-            loaded = api.xcom("salebot_crm_sync", sync, "load_leads")
-            with emulator.state.lock:
-                platform_ids = [c.platform_id for c in emulator.state.clients.values()]
-            leads = [str(880000 + i) for i in range(NEW_LEADS)]
-            reason = loaded["failures"][0]["reason"] if loaded["failures"] else "-"
-            print(f"  leads: {loaded['loaded']} loaded, {loaded['failed']} failed ({reason})")
-            if (loaded["loaded"], loaded["failed"]) != (NEW_LEADS, 1) or sorted(
-                p for p in platform_ids if p in leads
-            ) != sorted(leads):
-                failures.append("the leads were not each loaded once (and the bad one failed with a reason)")
-            if len(emulator.state.lists[LIST_ID]) - listed_before != NEW_LEADS:
-                failures.append("the new leads did not each join the list")
-            recipients = [i.client_id for i in emulator.outbox if i.action == "broadcast"]
-            print(f"  broadcast: {len(recipients)} recipients, {len(set(recipients))} distinct")
-            if not recipients or len(recipients) != len(set(recipients)):
-                failures.append("the broadcast did not message each recipient exactly once")
+            failures += sync_checks(api, emulator, root, listed_before)
             thanks = [i for i in emulator.outbox if i.action == "message" and i.client_id == buyer]
             if len(thanks) != 1:
                 failures.append(f"the buyer got {len(thanks)} thank-you messages, not 1")
-            # One quota for the whole deployment: two workers' slots and the triggerer together.
-            requests = emulator.requests
-            statuses = [r.status for r in requests]
-            times = sorted(r.time for r in requests)
-            busiest = max((bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
+            statuses = [r.status for r in emulator.requests]
+            injected = sum(1 for s in statuses if s in (429, 502, 503))
             print(
                 f"  requests to Salebot: {len(statuses)}, 429s from the quota: {statuses.count(429) - 1} "
-                "(one more was injected); the busiest second "
-                f"held {busiest} (rate_limit {RATE_LIMIT}/s shared through Redis, quota {QUOTA}/s)"
+                f"(one more was injected); the busiest second held "
+                f"{busiest_second([r.time for r in emulator.requests])} "
+                f"(rate_limit {RATE_LIMIT}/s shared through Redis, quota {QUOTA}/s)"
             )
-            injected = sum(1 for s in statuses if s in (429, 502, 503))
             print(
                 f"  faults answered during the CRM sync (502, 503, 429): {injected}, each retried or waited"
             )
-            if busiest > RATE_LIMIT + 1 or statuses.count(429) != 1 or injected != 4:
+            if statuses.count(429) != 1 or injected != 4:
                 failures.append("the deployment went over the quota, or the injected faults did not all hit")
-            failures += ui_checks(api, api_port, root / "screenshots", emulator)
+            say("one quota: two runs on the worker's two slots and two deferred sensors at once")
+            failures += one_quota(api, emulator, stack, redis_port)
+            failures += ui_checks(api, api_port, root / "screenshots", emulator, order_run)
             failures += worker_killed_mid_broadcast(api, emulator, stack, env)
             failures += key_search(emulator.api_key, stack, api, pg, trigger_rows)
     except KeyboardInterrupt:
         failures.append("interrupted")
+    except SystemExit as stop:
+        failures.append(str(stop.code))
     finally:
         say("stopping every process it started")
         stack.stop_all()
-    left = [port for port in PORTS if listening(port)]
-    print(f"  after the stop: {len(PORTS)} ports it used, {len(left)} still listening")
-    if left:
-        failures.append(f"something is still listening on ports {left}")
-    for folder in ("pg", "pg-socket", "redis"):  # the data; the logs stay
-        shutil.rmtree(root / folder, ignore_errors=True)
-    print(f"  every process's output: {stack.logs}\n  screenshots: {root / 'screenshots'}")
+        left = [port for port in PORTS if listening(port)]
+        print(f"  after the stop: {len(PORTS)} ports it used, {len(left)} still listening")
+        if left:
+            failures.append(f"something is still listening on ports {left}")
+        for folder in ("pg", "pg-socket", "redis"):  # the data; the logs stay
+            shutil.rmtree(root / folder, ignore_errors=True)
+        print(f"  every process's output: {stack.logs}\n  screenshots: {root / 'screenshots'}")
     if failures:
         say("FAILED:\n  " + "\n  ".join(failures))
         return 1
