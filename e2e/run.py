@@ -939,6 +939,24 @@ def redis_checks(emulator: Any, stack: Stack, redis_port: int) -> list[str]:
     return problems
 
 
+def quota_tests_on_real_redis(redis_port: int) -> list[str]:
+    """``tests/test_quota.py`` (fakeredis in ``make test``) against this run's real redis-server."""
+    env = {**os.environ, "SALEBOT_TEST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/15"}
+    done = subprocess.run(
+        [str(BIN / "pytest"), "tests/test_quota.py", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    print(f"  tests/test_quota.py against the real redis-server: {summary}")
+    if done.returncode:
+        return [f"the shared limiter's tests failed on the real Redis:\n{done.stdout[-3000:]}"]
+    return []
+
+
 def run(root: Path) -> int:
     from salebot_provider.testing.emulator import SalebotEmulator
 
@@ -1073,6 +1091,7 @@ def run(root: Path) -> int:
                 failures.append("the deployment went over the quota, or the injected faults did not all hit")
             say("one quota: two runs on the worker's two slots and two deferred sensors at once")
             failures += one_quota(api, emulator, stack, redis_port)
+            failures += quota_tests_on_real_redis(redis_port)
             failures += ui_checks(api, api_port, root / "screenshots", emulator, order_run)
             failures += worker_killed_mid_broadcast(api, emulator, stack, env)
             failures += key_search(emulator.api_key, stack, api, pg, trigger_rows)

@@ -1,6 +1,7 @@
 """The rate limit shared through Redis (``rate_limit_redis``): its Lua bucket, the hook, the trigger.
 
-Redis is fakeredis here (it runs the Lua script with lupa); ``make e2e`` runs the real redis-server.
+Redis is fakeredis here (it runs the Lua script with lupa). ``make e2e`` runs these same tests
+against its real redis-server, naming it in ``SALEBOT_TEST_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -32,26 +34,44 @@ if TYPE_CHECKING:
     from salebot_provider.testing import SalebotEmulator
 
 URL = "redis://:redis-secret-pw@redis.internal:6379/2"
+#: A real Redis to run against instead of fakeredis (``make e2e`` sets it; its database is emptied).
+REAL = os.environ.get("SALEBOT_TEST_REDIS_URL")
+
+
+class Backend:
+    """
+    Where every Redis client the provider makes (sync and asyncio) goes: one fakeredis server, or
+    the real server of ``SALEBOT_TEST_REDIS_URL``.
+
+    :ivar made: the URLs the provider asked for, in order.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+        self.fake = None if REAL else fakeredis.FakeServer()
+        self._sync, self._async = redis.Redis.from_url, redis.asyncio.Redis.from_url
+
+    def client(self) -> Any:
+        return self._sync(REAL) if REAL else fakeredis.FakeRedis(server=self.fake)
+
+    def sync_client(self, url: str, **kwargs: Any) -> Any:
+        self.made.append(url)
+        return self._sync(REAL, **kwargs) if REAL else fakeredis.FakeRedis(server=self.fake)
+
+    def async_client(self, url: str, **kwargs: Any) -> Any:
+        self.made.append(url)
+        return self._async(REAL, **kwargs) if REAL else fakeredis.FakeAsyncRedis(server=self.fake)
 
 
 @pytest.fixture
-def fake_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[fakeredis.FakeServer]:
-    """Every Redis client the provider makes (sync and asyncio) talks to one fake server."""
-    server = fakeredis.FakeServer()
-    made: list[str] = []
-
-    def sync_client(url: str, **kwargs: Any) -> Any:
-        made.append(url)
-        return fakeredis.FakeRedis(server=server)
-
-    def async_client(url: str, **kwargs: Any) -> Any:
-        made.append(url)
-        return fakeredis.FakeAsyncRedis(server=server)
-
-    monkeypatch.setattr(redis.Redis, "from_url", staticmethod(sync_client))
-    monkeypatch.setattr(redis.asyncio.Redis, "from_url", staticmethod(async_client))
-    server.made = made  # type: ignore[attr-defined]
-    return server
+def fake_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """The provider's Redis clients all go to one server, empty at the start."""
+    backend = Backend()
+    backend.client().flushdb()
+    monkeypatch.setattr(redis.Redis, "from_url", staticmethod(backend.sync_client))
+    monkeypatch.setattr(redis.asyncio.Redis, "from_url", staticmethod(backend.async_client))
+    yield backend
+    backend.client().flushdb()
 
 
 def connect(monkeypatch: pytest.MonkeyPatch, emulator: SalebotEmulator, conn_id: str, **extra: Any) -> None:
@@ -62,8 +82,8 @@ def settings(**extra: Any) -> ConnectionSettings:
     return settings_from_connection(host=None, password="k" * 40, extra=extra)
 
 
-def test_the_bucket_spaces_reservations_exactly_and_a_hold_stops_everyone() -> None:
-    client = fakeredis.FakeRedis()
+def test_the_bucket_spaces_reservations_exactly_and_a_hold_stops_everyone(fake_redis: Backend) -> None:
+    client = fake_redis.client()
     reserve = client.register_script(quota.RESERVE)
     key, interval = "salebot:rate:test", 100_000  # 10 requests/s
     ends = []
@@ -113,7 +133,7 @@ def test_a_redis_connection_id_makes_the_url() -> None:
 
 
 def test_hooks_in_different_threads_share_one_bucket(
-    salebot_emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatch, fake_redis: Any
+    salebot_emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatch, fake_redis: Backend
 ) -> None:
     # Two hooks stand for two worker processes: each has a limiter of its own, and alone each
     # would go at 20 requests/s; through the shared bucket the two together keep to 20/s.
@@ -136,7 +156,7 @@ def test_hooks_in_different_threads_share_one_bucket(
     took = time.monotonic() - started
     assert len(salebot_emulator.requests) == 10
     assert took >= 9 * 0.05  # ten turns 50 ms apart; two own limiters alone would take about half
-    keys = [k.decode() for k in fakeredis.FakeRedis(server=fake_redis).keys("*")]
+    keys = [k.decode() for k in fake_redis.client().keys("*")]
     assert len(keys) == 1
     assert keys[0].startswith("salebot:rate:")
     assert salebot_emulator.api_key not in keys[0]
@@ -163,7 +183,7 @@ def test_an_unreachable_redis_falls_back_to_the_process_limit_with_one_warning(
 
 
 def test_triggers_on_two_connections_of_one_project_share_the_bucket(
-    salebot_emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatch, fake_redis: Any
+    salebot_emulator: SalebotEmulator, monkeypatch: pytest.MonkeyPatch, fake_redis: Backend
 ) -> None:
     # Two connections to the same project (same key): in one loop each gets its own limiter, as
     # two triggerers would; the bucket in Redis spaces their polls all the same.
