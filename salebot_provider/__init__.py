@@ -37,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
                     "salebot_provider.operators.messages",
                     "salebot_provider.operators.orders",
                     "salebot_provider.operators.variables",
+                    "salebot_provider.webhook.load",
                 ],
             }
         ],
@@ -44,7 +45,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Salebot", "python-modules": ["salebot_provider.sensors.order_state"]}
         ],
         "triggers": [
-            {"integration-name": "Salebot", "python-modules": ["salebot_provider.triggers.order_state"]}
+            {
+                "integration-name": "Salebot",
+                "python-modules": [
+                    "salebot_provider.triggers.order_state",
+                    "salebot_provider.webhook.trigger",
+                ],
+            }
         ],
         "hooks": [{"integration-name": "Salebot", "python-modules": ["salebot_provider.hooks.salebot"]}],
         "connection-types": [

@@ -1,12 +1,24 @@
-"""``make demo``: the three example DAGs run as real Airflow tasks against the emulator, and a report."""
+"""
+``make demo``: the example DAGs run as real Airflow tasks against the emulator, and a report.
+
+The three CRM DAGs run with ``dag.test()``. Then the reply loop: the emulator's clients reply, the
+emulator posts each reply to the webhook receiver (a real HTTP server here), the receiver spools it,
+``SalebotMessageTrigger`` reads the spool and yields the events, and ``salebot_reply_followup``
+handles them. ``dag.test()`` cannot start a run from an asset watcher, so the trigger runs in this
+process (its ``run()``) and its events are fed into the run's conf, the DAG's documented replay path;
+``make e2e`` runs the same loop under Airflow's real triggerer.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -62,6 +74,15 @@ def _migrate(log: Path) -> None:
         subprocess.run([str(airflow), "db", "migrate"], stdout=sink, stderr=sink, check=True)
 
 
+def _module(dags: Path, dag_id: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"demo_{dag_id}", dags / f"{dag_id}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _run(dags: Path, dag_id: str, **params: Any) -> Any:
     """Put the DAG file's DAG in the metadata DB, as the DAG processor would, and run it once."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
@@ -72,12 +93,7 @@ def _run(dags: Path, dag_id: str, **params: Any) -> Any:
     if bag.import_errors or dag_id not in bag.dags:
         raise SystemExit(f"{dag_id} did not import: {bag.import_errors}")
     sync_bag_to_db(bag, "dags-folder", None)
-    spec = importlib.util.spec_from_file_location(f"demo_{dag_id}", dags / f"{dag_id}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag.test(run_conf=params or None)
+    return _module(dags, dag_id).dag.test(run_conf=params or None)
 
 
 class _DealWatch:
@@ -128,6 +144,95 @@ def _xcom(dag_run: Any, task_id: str) -> Any:
         return ti.xcom_pull(task_ids=task_id, session=session)
 
 
+#: What the demo's clients write back: one unsubscribes, two answer.
+REPLIES = ("Стоп", "Когда будет доставка?", "Хочу оплатить заказ")
+
+
+class _MemoryStore:
+    """An asset state store of this process only (the triggerer's is in the metadata DB)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
+def _events(trigger: Any, want: int, within: float = 20.0) -> list[dict[str, Any]]:
+    """Run the trigger in this process until it yielded ``want`` events (the triggerer's loop, in small)."""
+
+    async def collect() -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        async for event in trigger.run():
+            events.append(event.payload)
+            if len(events) >= want:
+                break
+        return events
+
+    return asyncio.run(asyncio.wait_for(collect(), within))
+
+
+def _reply_loop(dags: Path, home: Path, emulator: SalebotEmulator, log: Path) -> Any:
+    """Clients reply; the webhook, the receiver, the trigger and the reply DAG do the rest."""
+    from salebot_provider.webhook.receiver import ReceiverSettings, serve
+    from salebot_provider.webhook.spool import SpoolReader
+    from salebot_provider.webhook.trigger import SalebotMessageTrigger
+
+    spool = home / "webhook-spool"
+    shutil.rmtree(spool, ignore_errors=True)
+    with emulator.state.lock:
+        # Salebot's message ids never repeat; the emulator's restart with it, so each demo run starts
+        # them anew, or the reply DAG (it remembers the ids it handled) would take a rerun's replies
+        # for the earlier run's.
+        emulator.state.next_message_id = int(time.time() * 1000)
+    os.environ["SALEBOT_WEBHOOK_SPOOL"] = str(spool)
+    with emulator.state.lock:
+        # Clients with an open deal in the first funnel states, so that a reply can move it on.
+        replying = [
+            c
+            for c in sorted(emulator.state.clients)
+            if (deal := emulator.state.current_deal(c)) is not None and deal.state_id in (101, 102)
+        ][: len(REPLIES)]
+        before = {c: emulator.state.current_deal(c).state_id for c in replying}  # type: ignore[union-attr]
+    print("\nThe reply loop: webhook -> receiver -> SalebotMessageTrigger -> salebot_reply_followup")
+    settings = ReceiverSettings(spool=spool, secret=secrets.token_urlsafe(24), name="demo")
+    with _into(log), serve(settings) as url:  # the receiver's and the server's lines go to the log
+        emulator.webhook(url)
+        for client_id, text in zip(replying, REPLIES, strict=True):
+            emulator.client_says(client_id, text)
+        emulator.wait_webhook()
+        emulator.webhook(None)
+    spooled = len(SpoolReader(spool).read(10_000))
+    print(
+        f"  {len(REPLIES)} clients replied; the receiver answered 200 to each and spooled {spooled} messages"
+    )
+    watcher = _module(dags, "salebot_reply_followup").inbound.watchers[0].trigger
+    # The DAG's watcher starts at the spool's end when Airflow first runs it; here it reads from the start.
+    trigger = SalebotMessageTrigger(**{**watcher.serialize()[1], "start": "beginning", "poll_interval": 0.1})
+    trigger.asset_state_store = _MemoryStore()  # type: ignore[assignment]  # the triggerer gives the DB's
+    events = _events(trigger, len(REPLIES))
+    for event in events:
+        print(f"  event {event['id']}: client {event['client_id']}, labels {event['labels']}, no text in it")
+    with _into(log):
+        dag_run = _run(dags, "salebot_reply_followup", events=events)
+    print(f"salebot_reply_followup: {dag_run.state}")
+    print("\n".join(_tasks(dag_run)))
+    for client_id, text in zip(replying, REPLIES, strict=True):
+        client = emulator.client(client_id)
+        with emulator.state.lock:
+            deal = emulator.state.current_deal(client_id)
+        if client.variables.get("unsubscribed"):
+            said = [i.text for i in emulator.outbox if i.client_id == client_id and i.action == "message"]
+            print(f"  client {client_id} wrote {text!r}: unsubscribed, told {said[-1]!r}")
+        else:
+            moved = f"{deal.id}: {before[client_id]} -> {deal.state_id}" if deal else "-"
+            print(f"  client {client_id} wrote {text!r}: deal {moved}")
+    return dag_run
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; the exit status is 0 when every DAG succeeded."""
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
@@ -142,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     log = home / "demo.log"
     log.write_text("")
     started = time.monotonic()
-    print("Salebot provider demo: the three example DAGs as real Airflow tasks, on the bundled emulator")
+    print("Salebot provider demo: the example DAGs as real Airflow tasks, on the bundled emulator")
     print(f"  Airflow home {home} (sqlite); every task log goes to {log}")
     _migrate(log)
     _write_inputs(data)
@@ -187,15 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         thanks = [item.text for item in emulator.outbox if item.action == "message"]
         print(f"  thank-you message: {thanks[-1] if thanks else '-'}")
         print(f"  exported clients: {data / 'export' / 'clients.jsonl'} (the Asset the broadcast ran on)")
+        replies = _reply_loop(args.dags, home, emulator, log)
+        if str(replies.state) != "success":
+            failed.append("salebot_reply_followup")
     masked = next((line.strip() for line in log.read_text().splitlines() if "/api/***/" in line), None)
     if masked:
         print(f"\nA task log line, the key masked: {masked[:160]}")
     print(
-        f"\n{'All three DAGs succeeded' if not failed else 'FAILED: ' + ', '.join(failed)}"
+        f"\n{'All four DAGs succeeded' if not failed else 'FAILED: ' + ', '.join(failed)}"
         f" in {time.monotonic() - started:.0f}s."
     )
     print(
-        "Next: docs/examples.md explains the DAGs, docs/operators.md every operator. To run the same "
+        "Next: docs/examples.md explains the DAGs, docs/operators.md every operator, docs/webhook.md the "
+        "reply loop. To run the same "
         "DAGs against the real Salebot, set the connection salebot_default to your API key "
         '(docs/connection.md): AIRFLOW_CONN_SALEBOT_DEFAULT=\'{"conn_type": "salebot", '
         '"password": "<api key>"}\''

@@ -24,6 +24,7 @@ from salebot_provider.api import ACTIONS, DEFAULT_TIMEZONE, PERMISSIONS
 from salebot_provider.testing.faults import HTML_ERROR_PAGE, Decision, Fault, Faults, finite_number
 from salebot_provider.testing.handlers import HANDLERS, Fail, Params, Reply
 from salebot_provider.testing.state import MAX_TIME, AutoAdvance, Client, Deal, OutboxItem, State
+from salebot_provider.testing.webhook import Delivery, WebhookPoster
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -225,6 +226,8 @@ class SalebotEmulator:
         """Stop serving, close the connections clients keep open, and free the port."""
         if self._server is None:
             return
+        if self.state.webhook is not None:
+            self.state.webhook.stop()
         self._server.shutdown()
         self._server.close_open_sockets()
         self._server.server_close()
@@ -358,15 +361,57 @@ class SalebotEmulator:
 
     def add_message(self, client_id: int, text: str) -> None:
         """
-        Record a message the client wrote to the bot (it shows in ``get_history``).
+        Record a message the client wrote to the bot (it shows in ``get_history``): :meth:`client_says`.
 
         :param client_id: the client.
         :param text: what the client wrote.
         """
+        self.client_says(client_id, text)
+
+    def client_says(self, client_id: int, text: str, *, attachments: list[Any] | None = None) -> int:
+        """
+        A client writes to the bot: the message joins its history, and goes to the webhook.
+
+        With :meth:`webhook` set, it is posted as Salebot posts it (``is_input`` 1).
+
+        :param client_id: the client.
+        :param text: what the client wrote.
+        :param attachments: file URLs (or dicts with ``url``) sent with it.
+        :return: the message's id.
+        """
         with self.state.lock:
             if client_id not in self.state.clients:
                 raise KeyError(f"no client {client_id}")
-            self.state.add_history(client_id, text, client_replica=True)
+            return self.state.client_says(client_id, text, attachments)
+
+    def webhook(self, urls: str | list[str] | None) -> None:
+        """
+        Post every message from now on to Salebot's webhook URL(s), once each, never again.
+
+        That is every message the project delivers (``message``, ``broadcast`` recipients, callbacks'
+        replies), at the moment it is accepted (a scheduled one too), and every message a client
+        writes (:meth:`client_says`). With several URLs they take turns, as behind a load balancer.
+        A failed post is not repeated, as Salebot does not; :attr:`webhook_deliveries` tells.
+
+        :param urls: one URL, several, or None to stop posting.
+        """
+        targets = [urls] if isinstance(urls, str) else list(urls or [])
+        for url in targets:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook: {url!r:.60} is not an http(s) URL")
+        with self.state.lock:
+            if self.state.webhook is None:
+                self.state.webhook = WebhookPoster()
+            self.state.webhook.urls = targets
+
+    @property
+    def webhook_deliveries(self) -> list[Delivery]:
+        """Every POST made to the webhook, in order: the message id, the URL and the answer."""
+        return list(self.state.webhook.deliveries) if self.state.webhook is not None else []
+
+    def wait_webhook(self, timeout: float = 30.0) -> bool:
+        """Wait until every message so far was posted to the webhook; False when ``timeout`` passed."""
+        return self.state.webhook is None or bool(self.state.webhook.wait(timeout))
 
     def inject(self, action: str | None = None, **fault: Any) -> Fault:
         """
@@ -460,7 +505,7 @@ class SalebotEmulator:
             if clients:
                 fresh.seed_clients(clients, seed)
             for f in fields(State):
-                if f.name != "lock":
+                if f.name not in ("lock", "webhook"):
                     setattr(self.state, f.name, getattr(fresh, f.name))
         self.faults.clear()
         with self._records_lock:
@@ -603,9 +648,13 @@ class SalebotEmulator:
             return 200, {**asdict(client), "deals": deals}
         if route == ("POST", "clients", 1):
             return 200, {"id": self.add_client(**body)}
-        if route == ("POST", "clients", 3) and parts[2] == "messages":
-            self.add_message(_path_id(parts[1]), str(body["text"]))
-            return 200, {"added": True}
+        if route == ("POST", "clients", 3) and parts[2] in ("messages", "says"):
+            return 200, {"added": True, "id": self.client_says(_path_id(parts[1]), str(body["text"]))}
+        if route == ("POST", "webhook", 1):
+            self.webhook(body.get("urls", body.get("url")))
+            return 200, {"webhook": body.get("urls", body.get("url"))}
+        if route == ("GET", "webhook", 1):
+            return 200, [asdict(d) for d in self.webhook_deliveries]
         if route == ("GET", "deals", 2):
             return 200, asdict(self.deal(_path_id(parts[1])))
         if route == ("POST", "deals", 3) and parts[2] == "auto_advance":

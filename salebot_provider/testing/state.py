@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from salebot_provider.api import PERMISSIONS
+from salebot_provider.testing.webhook import webhook_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -155,6 +156,8 @@ class State:
     next_message_id: int = 100_001
     next_outbox_id: int = 1
     assign_cursor: int = 0
+    #: Where each message is posted as Salebot's webhook posts it (a WebhookPoster), or None.
+    webhook: Any = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -414,7 +417,37 @@ class State:
                 created_at=int(due_at),
                 message_id=item.message_id,
             )
+            message_id = self.next_message_id - 1
+        else:
+            message_id, self.next_message_id = self.next_message_id, self.next_message_id + 1
+        client = self.clients.get(client_id) if client_id is not None else None
+        if self.webhook is not None and client is not None:
+            url = (item.attachment or {}).get("url") if isinstance(item.attachment, dict) else None
+            self.webhook.post(
+                webhook_payload(
+                    client,
+                    self.project_id,
+                    message_id,
+                    text,
+                    is_input=False,
+                    block_id=item.message_id,
+                    attachments=[url] if url else None,
+                )
+            )
         return item
+
+    def client_says(self, client_id: int, text: str, attachments: list[Any] | None = None) -> int:
+        """A message from the client to the bot: in its history, and posted to the webhook; its id."""
+        client = self.clients[client_id]
+        self.add_history(client_id, text, client_replica=True)
+        message_id = self.next_message_id - 1
+        if self.webhook is not None:
+            self.webhook.post(
+                webhook_payload(
+                    client, self.project_id, message_id, text, is_input=True, attachments=attachments
+                )
+            )
+        return message_id
 
     def add_history(
         self,

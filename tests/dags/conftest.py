@@ -17,6 +17,7 @@ AIRFLOW_HOME that ``tests/conftest.py`` sets before Airflow is imported).
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 #: DAG files that tests run by their dag_id: ``files/<dag_id>.py``.
 FILES = Path(__file__).with_name("files")
+#: The example DAGs users copy.
+EXAMPLES = Path(__file__).parents[2] / "example_dags"
 
 
 #: ``run_dag``'s default: a logical date of now, as dag.test() gives when none is named.
@@ -87,6 +90,24 @@ def run_dag(airflow_db: None) -> RunDag:
         return _load(dag).test(run_conf=params or None, logical_date=logical_date)
 
     return run
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Import an example DAG with its data folder in ``tmp_path``; returns a loader by dag_id."""
+    monkeypatch.setenv("SALEBOT_EXAMPLE_DATA", str(tmp_path))
+    monkeypatch.setenv("SALEBOT_EXAMPLE_POKE_INTERVAL", "0.2")
+    monkeypatch.setenv("SALEBOT_EXAMPLE_RETRY_DELAY", "0.1")
+
+    def load(dag_id: str) -> Any:
+        spec = importlib.util.spec_from_file_location(f"example_{dag_id}", EXAMPLES / f"{dag_id}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.dag
+
+    return load
 
 
 def task_instances(dag_run: DagRun) -> dict[str, TaskInstance]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -14,24 +13,12 @@ import pytest
 from tests.dags.conftest import no_key, task_instances
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
-DAG_IDS = {"salebot_crm_sync", "salebot_campaign_broadcast", "salebot_order_pipeline"}
-
-
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """Import an example DAG with its data folder in ``tmp_path``; returns a loader by dag_id."""
-    monkeypatch.setenv("SALEBOT_EXAMPLE_DATA", str(tmp_path))
-    monkeypatch.setenv("SALEBOT_EXAMPLE_POKE_INTERVAL", "0.2")
-
-    def load(dag_id: str) -> Any:
-        spec = importlib.util.spec_from_file_location(f"example_{dag_id}", EXAMPLES / f"{dag_id}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.dag
-
-    return load
+DAG_IDS = {
+    "salebot_crm_sync",
+    "salebot_campaign_broadcast",
+    "salebot_order_pipeline",
+    "salebot_reply_followup",
+}
 
 
 def test_the_example_dags_import_without_errors_or_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
