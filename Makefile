@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/triggers.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/emulator.py
+	$(BIN)/python bench/webhook.py
 
 # A real deployment (Postgres, Redis, the emulator, Airflow's five processes and a Celery worker) running
 # the example DAGs, checked end to end; not part of `make test` (docs/testing.md, docs/deployment.md).

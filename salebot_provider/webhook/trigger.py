@@ -453,6 +453,8 @@ class _StreamProducer(_Producer):
         self.group = ""
         self.reread = True  # a (re)started consumer first takes back what it had pending
         self.entries_in_flight: set[str] = set()
+        #: Whether this watcher made its group before (kept in the asset state store).
+        self.group_made = False
 
     def _url(self) -> str:
         setting = self.trigger.redis
@@ -473,7 +475,8 @@ class _StreamProducer(_Producer):
     async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
         import redis.asyncio
 
-        await self._load()
+        state = await self._load()
+        self.group_made = bool(state.get("group"))
         self.group = self._group_name()
         errors = 0
         while True:
@@ -483,11 +486,7 @@ class _StreamProducer(_Producer):
                     self.client = redis.asyncio.Redis.from_url(
                         url, socket_timeout=30, socket_connect_timeout=5
                     )
-                    first = "0" if self.trigger.start == "beginning" else "$"
-                    with contextlib.suppress(redis.exceptions.ResponseError):  # BUSYGROUP: it exists
-                        await self.client.xgroup_create(
-                            self.trigger.stream, self.group, id=first, mkstream=True
-                        )
+                    await self._make_group(redis.exceptions.ResponseError)
                 async for entry in self._entries():
                     yield entry
                 errors = 0
@@ -502,6 +501,34 @@ class _StreamProducer(_Producer):
                 with contextlib.suppress(Exception):
                     await self.client.aclose()
                 self.client = None
+
+    async def _make_group(self, response_error: type[Exception]) -> None:
+        """
+        Create this watcher's consumer group, unless it exists.
+
+        A new watcher starts where ``start`` says. A group this watcher had made before and that is
+        gone (Redis restarted without persistence, or someone deleted it) is made again at the
+        stream's beginning: what was forwarded meanwhile is read, and repeats are dropped by id.
+        """
+        first = "0" if self.trigger.start == "beginning" or self.group_made else "$"
+        try:
+            await self.client.xgroup_create(self.trigger.stream, self.group, id=first, mkstream=True)
+        except response_error:  # BUSYGROUP: it exists
+            pass
+        else:
+            if self.group_made:
+                log.warning(
+                    "SalebotMessageTrigger: the consumer group of Redis stream %s was gone (Redis "
+                    "restarted without persistence?); reading the stream from its beginning, "
+                    "repeats dropped by id",
+                    self.trigger.stream,
+                )
+        if not self.group_made:
+            self.group_made = True
+            await self._save({})
+
+    async def _save(self, state: dict[str, Any]) -> None:
+        await super()._save({**state, "group": self.group_made})
 
     async def _entries(self) -> AsyncIterator[tuple[Any, Any]]:
         """One read: this consumer's pending entries (after a start or a failure), else new ones."""

@@ -419,6 +419,34 @@ def test_a_redis_outage_delays_and_loses_nothing(
     assert [e["id"] for e in events] == [str(n) for n in range(100)]  # all 100, once each
 
 
+def test_a_group_lost_with_redis_is_made_again_at_the_beginning_of_the_stream(
+    tmp_path: Path, fake_redis: fakeredis.FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarted without persistence: what was forwarded after it came back is read, none twice."""
+    spool = Spool(tmp_path)
+    store = Store()
+    url = "redis://127.0.0.1:6379/2"
+
+    def watcher() -> SalebotMessageTrigger:
+        return SalebotMessageTrigger(redis=url, start="end", poll_interval=0.05)
+
+    assert asyncio.run(drive(watcher(), store, 0, within=0.5)) == []  # the group is made at the end
+    spool.post(message(1), message(2))
+    asyncio.run(forward([tmp_path], 2, fake_redis))
+    assert [e["id"] for e in asyncio.run(drive(watcher(), store, 2))] == ["1", "2"]
+
+    async def flush() -> None:
+        await fakeredis.FakeAsyncRedis(server=fake_redis).flushall()
+
+    asyncio.run(flush())  # a restart that kept nothing: the stream and the group are gone
+    spool.post(message(3), message(4), message(2))
+    asyncio.run(forward([tmp_path], 3, fake_redis))
+    with caplog.at_level(logging.WARNING):
+        again = asyncio.run(drive(watcher(), store, 2))
+    assert [e["id"] for e in again] == ["3", "4"]  # nothing missed, the repeat of 2 dropped
+    assert "consumer group of Redis stream salebot:webhook was gone" in caplog.text
+
+
 def test_the_stream_is_never_trimmed_past_the_slowest_group(fake_redis: fakeredis.FakeServer) -> None:
     async def scenario() -> tuple[int, int, int]:
         client = fakeredis.FakeAsyncRedis(server=fake_redis)
