@@ -46,6 +46,8 @@ QUOTA = 6
 #: The connection's rate limit, shared by every process through Redis: under the quota.
 RATE_LIMIT = 5
 DAG_IDS = ("salebot_crm_sync", "salebot_campaign_broadcast", "salebot_order_pipeline")
+#: Every DAG it runs: the three above, the reply DAG (the webhook loop) and the quota check's DAG.
+ALL_DAGS = (*DAG_IDS, "salebot_reply_followup", "salebot_e2e_quota")
 LIST_ID = 1170282
 NEW_LEADS = 40
 #: How long the three runs may take, in seconds.
@@ -269,16 +271,19 @@ def start_postgres(stack: Stack, port: int) -> str:
     return f"postgres@127.0.0.1:{port}/airflow"
 
 
-def start_redis(stack: Stack, port: int) -> None:
-    folder = stack.root / "redis"
-    folder.mkdir()
+def start_redis(
+    stack: Stack, port: int, name: str = "redis", folder: str = "redis", keep: bool = False
+) -> None:
+    """A private redis-server; with ``keep``, an append-only file keeps its data through a restart."""
+    data = stack.root / folder
+    data.mkdir(exist_ok=True)
     stack.start(
-        "redis",
+        name,
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(folder)],
+         "--save", "", "--appendonly", "yes" if keep else "no", "--dir", str(data)],
         dict(os.environ),
     )  # fmt: skip
-    wait_until("Redis", lambda: listening(port), 15, stack)
+    wait_until(name, lambda: listening(port), 15, stack)
 
 
 def write_inputs(data: Path) -> None:
@@ -328,7 +333,7 @@ class Api:
 
 
 def airflow_env(
-    root: Path, pg: str, redis_port: int, api_port: int, emulator: Any
+    root: Path, pg: str, redis_port: int, api_port: int, emulator: Any, webhook_redis: int
 ) -> tuple[dict[str, str], str]:
     from cryptography.fernet import Fernet
 
@@ -366,6 +371,13 @@ def airflow_env(
         "AIRFLOW_CONN_SALEBOT_DEFAULT": json.dumps(connection),
         "SALEBOT_EXAMPLE_DATA": str(root / "data"),
         "SALEBOT_EXAMPLE_POKE_INTERVAL": "3",
+        "SALEBOT_EXAMPLE_RETRY_DELAY": "5",
+        "SALEBOT_EXAMPLE_REPLY_SWEEP": "* * * * *",  # the reply DAG's sweep: every minute here
+        # The reply DAG's watcher reads the stream the two webhook receivers forward to.
+        "AIRFLOW_CONN_SALEBOT_WEBHOOK_REDIS": json.dumps(
+            {"conn_type": "redis", "host": "127.0.0.1", "port": webhook_redis, "extra": {"db": 0}}
+        ),
+        "SALEBOT_WEBHOOK_REDIS_CONN": "salebot_webhook_redis",
     }
     return env, password
 
@@ -723,7 +735,7 @@ def key_search(key: str, stack: Stack, api: Api, pg: str, trigger_rows: list[str
 
     outputs = sum(count(path.read_text(errors="replace")) for path in stack.logs.glob("*.log"))
     logs, read, sample = 0, 0, ""
-    for dag_id in DAG_IDS:
+    for dag_id in ALL_DAGS:
         for dag_run in api.runs(dag_id):
             for ti in api.tasks(dag_id, dag_run["dag_run_id"]):
                 for attempt in range(1, (ti["try_number"] or 0) + 1):
@@ -762,7 +774,7 @@ def key_search(key: str, stack: Stack, api: Api, pg: str, trigger_rows: list[str
     return problems
 
 
-def print_runs(api: Api, dag_id: str, failures: list[str]) -> None:
+def print_runs(api: Api, dag_id: str, failures: list[str], fine: tuple[str, ...] = ("success",)) -> None:
     """Every run of a DAG the REST API lists, with its tasks' states, tries and durations."""
     for dag_run in api.runs(dag_id):
         print(f"  {dag_id} {dag_run['dag_run_id']} ({dag_run['run_type']}): {dag_run['state']}")
@@ -771,7 +783,7 @@ def print_runs(api: Api, dag_id: str, failures: list[str]) -> None:
                 f"    {ti['task_id']:<26} {ti['state']!s:<9} try {ti['try_number']}  "
                 f"{ti['duration'] or 0:6.1f}s"
             )
-        if dag_run["state"] != "success":
+        if dag_run["state"] not in fine:
             failures.append(f"{dag_id} run {dag_run['dag_run_id']} ended {dag_run['state']}")
 
 
@@ -957,6 +969,176 @@ def quota_tests_on_real_redis(redis_port: int) -> list[str]:
     return []
 
 
+# ------------------------------------------------------------------------------- the webhook loop
+
+#: What the replying clients write: the first two are unsubscribes, the rest move a deal on.
+STOPS = ("стоп", "СТОП, хватит")
+OTHERS = ("да", "хочу оплатить", "а когда доставка?", "ок", "👍", "беру")
+
+
+def start_receivers(stack: Stack, root: Path, redis_port: int) -> tuple[dict[str, str], str]:
+    """Two ``salebot-webhook`` receivers, each with its own spool, forwarding to one Redis stream."""
+    from urllib.request import urlopen
+
+    secret = secrets.token_urlsafe(24)
+    env = {**os.environ, "SALEBOT_WEBHOOK_SECRET": secret}  # never the command line
+    urls = {}
+    for name in ("webhook-a", "webhook-b"):
+        port = free_port()
+        stack.start(
+            name,
+            [str(BIN / "salebot-webhook"), "--spool", str(root / f"spool-{name}"), "--port", str(port),
+             "--name", name, "--redis", f"redis://127.0.0.1:{redis_port}/0"],
+            env,
+        )  # fmt: skip
+        urls[name] = f"http://127.0.0.1:{port}/{secret}"
+    for name, url in urls.items():
+        health = url.rsplit("/", 1)[0] + "/healthz"
+        wait_until(name, lambda health=health: urlopen(health, timeout=2).status == 200, 30, stack)
+    return urls, secret
+
+
+def post_again(url: str, payload: dict[str, Any]) -> int:
+    """Post a payload as Salebot would post it (a duplicate of one already delivered)."""
+    from urllib.request import Request, urlopen
+
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    with urlopen(Request(url, body, {"Content-Type": "application/json"}, method="POST"), timeout=5) as r:
+        return int(r.status)
+
+
+def webhook_loop(
+    api: Api, emulator: Any, stack: Stack, urls: dict[str, str], secret: str, redis_port: int
+) -> list[str]:
+    """
+    Clients reply, and ``salebot_reply_followup`` handles each reply once, in the real deployment.
+
+    Two receivers take the emulator's posts; the real triggerer's watcher turns them into asset
+    events.
+
+    Some replies are posted to both receivers (as Salebot sometimes sends one message twice), and
+    the webhook's Redis is stopped for a while: the receivers answer 200 meanwhile, and every
+    message arrives once when it is back. The bot's own messages (the confirmations) go through the
+    receivers too and start nothing (``is_input`` 0).
+    """
+    import redis
+
+    from salebot_provider.testing.webhook import webhook_payload
+
+    failures: list[str] = []
+    stream = redis.Redis(port=redis_port, decode_responses=True)
+
+    def watching() -> list[str]:
+        groups = stream.xinfo_groups("salebot:webhook") if stream.exists("salebot:webhook") else []
+        return [g["name"] for g in groups if g["name"].startswith("salebot:salebot_inbound_messages:")]
+
+    # Airflow runs a DAG's asset watcher once the DAG is unpaused and its file parsed again. The
+    # watcher starts at the stream's end, as a new one does in production: wait until it reads.
+    api.send("PATCH", "/dags/salebot_reply_followup", {"is_paused": False})
+    groups = wait_until("the reply DAG's watcher (its consumer group)", watching, 180, stack)
+    with emulator.state.lock:
+        open_deals = [
+            c
+            for c in sorted(emulator.state.clients)[2000:]
+            if (deal := emulator.state.current_deal(c)) is not None and deal.state_id in (101, 102)
+        ]
+    outage_clients = open_deals[12:24]
+    replying = open_deals[:12]
+    texts = dict(zip(replying, [*STOPS, *OTHERS, *OTHERS[:4]], strict=True))
+    texts.update(zip(outage_clients, [*STOPS, *OTHERS, *OTHERS[:4]], strict=True))
+    stoppers = [c for c, t in texts.items() if t in STOPS]
+    with emulator.state.lock:
+        before = {c: emulator.state.current_deal(c).state_id for c in texts if c not in stoppers}
+    emulator.webhook(list(urls.values()))  # the emulator posts to both, in turn, as a balancer would
+    started = time.time()
+    said = {emulator.client_says(c, texts[c]): c for c in replying}  # all within a second
+    emulator.wait_webhook()
+    # Two of them, one a "stop", reach the other receiver too: one message, posted twice.
+    where = {d.message: d.url for d in emulator.webhook_deliveries}
+    twice = [m for m in said if said[m] in stoppers[:1]] + [m for m in said if said[m] not in stoppers][:1]
+    for message in twice:
+        other = next(u for u in urls.values() if u != where[message])
+        client = emulator.client(said[message])
+        status = post_again(
+            other,
+            webhook_payload(client, emulator.state.project_id, message, texts[said[message]], is_input=True),
+        )
+        if status != 200:
+            failures.append(f"the second receiver answered {status} to a message posted twice")
+    say(f"{len(said)} clients replied in {time.time() - started:.1f}s; {len(twice)} posted to both receivers")
+    # The webhook's Redis goes away; the receivers still answer 200 and keep each message.
+    stack.kill("webhook-redis")
+    down = time.time()
+    said.update({emulator.client_says(c, texts[c]): c for c in outage_clients})
+    emulator.wait_webhook()
+    time.sleep(5)
+    start_redis(stack, redis_port, "webhook-redis-2", "webhook-redis", keep=True)
+    say(f"the webhook's Redis was down {time.time() - down:.1f}s; {len(outage_clients)} replies meanwhile")
+
+    def all_handled() -> bool:
+        with emulator.state.lock:
+            moved = all(emulator.state.current_deal(c).state_id != before[c] for c in before)
+            stopped = all(emulator.state.clients[c].variables.get("unsubscribed") for c in stoppers)
+        runs = api.runs("salebot_reply_followup")
+        return moved and stopped and bool(runs) and all(r["state"] in ("success", "failed") for r in runs)
+
+    wait_until("every reply handled by salebot_reply_followup", all_handled, 240, stack)
+    time.sleep(8)  # anything that would come twice would come now
+    emulator.webhook(None)
+    # The sweep (every minute here) may have a run going: it is not a failure.
+    print_runs(api, "salebot_reply_followup", failures, ("success", "queued", "running"))
+    runs = [r for r in api.runs("salebot_reply_followup") if r["state"] == "success"]
+    results = [api.xcom("salebot_reply_followup", r["dag_run_id"], "follow_up") or {} for r in runs]
+    [asset] = api.get("/assets", name_pattern="salebot_inbound_messages")["assets"]
+    events = api.get("/assets/events", asset_id=asset["id"], limit=1000)["total_entries"]
+    triggered = sum(1 for r in runs if r["run_type"] == "asset_triggered")
+    stopped = sum(r.get("stopped", 0) for r in results)
+    moved = sum(r.get("moved", 0) for r in results)
+    deliveries = emulator.webhook_deliveries
+    per_receiver = {name: sum(1 for d in deliveries if d.url == url) for name, url in urls.items()}
+    refused = [d for d in deliveries if d.status != 200]
+    outgoing = sum(1 for d in deliveries if d.message not in said)
+    print(
+        f"  the emulator posted {len(deliveries)} messages {per_receiver}, {len(refused)} not answered 200; "
+        f"{outgoing} were the bot's own (is_input 0: no event)"
+    )
+    print(
+        f"  {len(said)} client replies (+{len(twice)} posted twice) became {events} asset events, handled "
+        f"in {len(runs)} runs of salebot_reply_followup ({triggered} asset-triggered, the rest the sweep): "
+        f"{stopped} unsubscribed, {moved} deals moved"
+    )
+    with emulator.state.lock:
+        after = {c: emulator.state.current_deal(c).state_id for c in before}
+    confirmations = {
+        c: sum(1 for i in emulator.outbox if i.action == "message" and i.client_id == c) for c in stoppers
+    }
+    steps = sum(after[c] == emulator.state.next_state(before[c]) for c in before)
+    print(
+        f"  confirmations per unsubscribed client: {sorted(confirmations.values())}; "
+        f"deals moved one step: {steps} of {len(before)}"
+    )
+    group = stream.xinfo_groups("salebot:webhook")
+    pending = [(g["name"], g["pending"]) for g in group]
+    print(f"  the stream's groups (name, pending): {pending}; entries {stream.xlen('salebot:webhook')}")
+    leaked = sum(p.read_text(errors="replace").count(secret) for p in stack.logs.glob("*.log"))
+    print(f"  the receivers' secret found in the processes' output: {leaked} times")
+    if refused:
+        failures.append(f"{len(refused)} webhook posts were not answered 200")
+    if events != len(said):
+        failures.append(f"{len(said)} replies became {events} asset events, not one each")
+    if stopped != len(stoppers) or moved != len(before):
+        failures.append("the replies were not each handled exactly once")
+    if any(n != 1 for n in confirmations.values()):
+        failures.append(f"an unsubscribed client got other than one confirmation: {confirmations}")
+    if steps != len(before):
+        failures.append("a deal did not move exactly one step")
+    if any(g["pending"] for g in group) or not groups:
+        failures.append("the watcher left entries unacknowledged in its group")
+    if leaked:
+        failures.append("the webhook's secret path was printed")
+    return failures
+
+
 def run(root: Path) -> int:
     from salebot_provider.testing.emulator import SalebotEmulator
 
@@ -966,11 +1148,16 @@ def run(root: Path) -> int:
         pg = start_postgres(stack, free_port())
         redis_port = free_port()
         start_redis(stack, redis_port)
+        # The webhook's Redis: a stream kept through a restart (append-only file), stopped on purpose
+        # later, so apart from the Celery broker's.
+        webhook_redis = free_port()
+        start_redis(stack, webhook_redis, "webhook-redis", "webhook-redis", keep=True)
+        urls, secret = start_receivers(stack, root, webhook_redis)
         with SalebotEmulator(clients=3000, seed=7) as emulator:
             emulator.rate_limit(QUOTA)
             emulator.auto_advance_new_deals(6.0)  # the buyer pays on their own: 101 -> ... -> 104
             api_port = free_port()
-            env, password = airflow_env(root, pg, redis_port, api_port, emulator)
+            env, password = airflow_env(root, pg, redis_port, api_port, emulator, webhook_redis)
             write_inputs(root / "data")
             dags = root / "dags"
             dags.mkdir()
@@ -992,7 +1179,7 @@ def run(root: Path) -> int:
             api = wait_until(
                 "the api-server", lambda: Api(f"http://127.0.0.1:{api_port}", password), 120, stack
             )
-            wanted = {*DAG_IDS, "salebot_e2e_quota"}
+            wanted = set(ALL_DAGS)
             wait_until(
                 "the DAGs to be parsed",
                 lambda: {d["dag_id"] for d in api.get("/dags", dag_id_pattern="salebot")["dags"]} >= wanted,
@@ -1009,7 +1196,7 @@ def run(root: Path) -> int:
                 ("add_to_list", {"status": 429, "retry_after": 1, "times": 1}),
             ):
                 emulator.inject(action, **fault)
-            for dag_id in wanted:
+            for dag_id in wanted - {"salebot_reply_followup"}:  # that one in the webhook loop
                 api.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
             buyer = next(iter(emulator.state.clients))
             api.send(
@@ -1094,6 +1281,8 @@ def run(root: Path) -> int:
             say("one quota: two runs on the worker's two slots and two deferred sensors at once")
             failures += one_quota(api, emulator, stack, redis_port)
             failures += quota_tests_on_real_redis(redis_port)
+            say("the webhook loop: two receivers, the real triggerer's watcher, salebot_reply_followup")
+            failures += webhook_loop(api, emulator, stack, urls, secret, webhook_redis)
             failures += ui_checks(api, api_port, root / "screenshots", emulator, order_run)
             failures += worker_killed_mid_broadcast(api, emulator, stack, env)
             failures += key_search(emulator.api_key, stack, api, pg, trigger_rows)
@@ -1108,7 +1297,7 @@ def run(root: Path) -> int:
         print(f"  after the stop: {len(PORTS)} ports it used, {len(left)} still listening")
         if left:
             failures.append(f"something is still listening on ports {left}")
-        for folder in ("pg", "pg-socket", "redis"):  # the data; the logs stay
+        for folder in ("pg", "pg-socket", "redis", "webhook-redis"):  # the data; the logs stay
             shutil.rmtree(root / folder, ignore_errors=True)
         print(f"  every process's output: {stack.logs}\n  screenshots: {root / 'screenshots'}")
     if failures:

@@ -93,6 +93,22 @@ def check_redis_setting(value: Any) -> str | None:
     return text
 
 
+async def aget_connection(conn_id: str) -> Any:
+    """
+    An Airflow connection, read without blocking the event loop (a trigger's look-up).
+
+    :param conn_id: the connection's id.
+    """
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    aget = getattr(BaseHook, "aget_connection", None)
+    if aget is not None:
+        return await aget(conn_id)
+    return await asyncio.to_thread(BaseHook.get_connection, conn_id)  # Airflow 3.0: no async look-up
+
+
 def redis_url(setting: str, connection: Any | None) -> str:
     """
     The URL of the Redis named by the setting: the URL itself, or one made of a Redis connection.

@@ -16,7 +16,7 @@ from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from salebot_provider import __version__
@@ -41,7 +41,7 @@ from salebot_provider.exceptions import (
     SalebotError,
     SalebotValidationError,
 )
-from salebot_provider.quota import AsyncSharedLimiter
+from salebot_provider.quota import AsyncSharedLimiter, aget_connection
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -252,7 +252,7 @@ class _Shared:
         #: The project's bucket in Redis, shared with every other process (``rate_limit_redis``).
         self.quota: AsyncSharedLimiter | None = None
         if settings.rate_limit_redis:
-            self.quota = AsyncSharedLimiter(settings, _aget_connection)
+            self.quota = AsyncSharedLimiter(settings, aget_connection)
         self.users = 0
         self._client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
@@ -271,14 +271,6 @@ class _Shared:
             await self.quota.close()
         if self._client is not None:
             await self._client.aclose()
-
-
-async def _aget_connection(conn_id: str) -> Any:
-    """An Airflow connection, read without blocking the loop (Airflow 3.0 has no async look-up)."""
-    aget_connection = getattr(BaseHook, "aget_connection", None)
-    if aget_connection is not None:
-        return await aget_connection(conn_id)
-    return await asyncio.to_thread(BaseHook.get_connection, conn_id)
 
 
 #: (connection id, event loop, settings) -> what the triggers on that connection in that loop share.
@@ -428,11 +420,7 @@ class OrderStateTrigger(BaseTrigger):
         return await asyncio.shield(read)  # one trigger cancelled does not cancel the others' read
 
     async def _read_settings(self) -> ConnectionSettings:
-        aget_connection = getattr(BaseHook, "aget_connection", None)
-        if aget_connection is not None:
-            conn = await aget_connection(self.salebot_conn_id)
-        else:  # Airflow 3.0: no async connection lookup
-            conn = await asyncio.to_thread(BaseHook.get_connection, self.salebot_conn_id)
+        conn = await aget_connection(self.salebot_conn_id)
         # In a thread: the secret masker talks to the supervisor, and a CA bundle is read from disk.
         return await asyncio.to_thread(connection_settings, conn)
 

@@ -456,16 +456,14 @@ class _StreamProducer(_Producer):
         #: Whether this watcher made its group before (kept in the asset state store).
         self.group_made = False
 
-    def _url(self) -> str:
+    async def _url(self) -> str:
         setting = self.trigger.redis
         assert setting is not None
         if "://" in setting:
             return setting
-        from airflow.providers.common.compat.sdk import BaseHook
+        from salebot_provider.quota import aget_connection, redis_url
 
-        from salebot_provider.quota import redis_url
-
-        return redis_url(setting, BaseHook.get_connection(setting))
+        return redis_url(setting, await aget_connection(setting))
 
     def _group_name(self) -> str:
         names = sorted(getattr(self.store, "_by_name", {}) or {}) if self.store is not None else []
@@ -482,7 +480,7 @@ class _StreamProducer(_Producer):
         while True:
             try:
                 if self.client is None:
-                    url = await asyncio.to_thread(self._url)
+                    url = await self._url()
                     self.client = redis.asyncio.Redis.from_url(
                         url, socket_timeout=30, socket_connect_timeout=5
                     )
@@ -583,9 +581,26 @@ class _StreamProducer(_Producer):
                 continue
             self.remember(message_id)
             done.append(entry_id)
-        if done and self.client is not None:
+        await self._save({})  # the ids first: a rebuilt watcher drops these if they come again
+        if not done:
+            return
+        try:
+            if self.client is None:
+                raise ConnectionError("not connected")
             await self.client.xack(self.trigger.stream, self.group, *done)
-        await self._save({})
+        except Exception as exc:
+            # Never raise here: the triggerer would end the whole shared stream. The entries stay
+            # pending in the group; once the stream is back, they are read again, found seen by id,
+            # and acknowledged then.
+            log.warning(
+                "SalebotMessageTrigger: acknowledging %d entries of Redis stream %s failed (%s: %s); "
+                "they are acknowledged once it is back",
+                len(done),
+                self.trigger.stream,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            self.reread = True
 
     async def aclose(self) -> None:
         if self.client is not None:

@@ -29,10 +29,11 @@ def test_each_reply_is_handled_once_and_a_replayed_event_sends_nothing(
     ti = task_instances(first)["follow_up"]
     assert ti.state == "success"
     assert ti.xcom_pull(task_ids="follow_up") == {
-        "events": 4,
+        "events": 3,  # the message given twice is one
+        "triggering": 0,
         "stopped": 1,
         "moved": 1,
-        "repeats": 1,
+        "repeats": 0,
         "no_deal": 1,
         "in_doubt": [],
     }
@@ -42,7 +43,7 @@ def test_each_reply_is_handled_once_and_a_replayed_event_sends_nothing(
     assert salebot_emulator.deal(deal.id).state_id == 102
     # The same events again (a triggerer crash redelivers them, or a user replays them): nothing twice.
     again = run_dag(dag, logical_date=None, events=events)
-    assert task_instances(again)["follow_up"].xcom_pull(task_ids="follow_up")["repeats"] == 4
+    assert task_instances(again)["follow_up"].xcom_pull(task_ids="follow_up")["repeats"] == 3
     assert len(salebot_emulator.outbox) == 1
     assert salebot_emulator.deal(deal.id).state_id == 102
     no_key(salebot_emulator, *capfd.readouterr())
@@ -65,3 +66,27 @@ def test_a_send_in_doubt_is_named_and_never_sent_again(
     out, err = capfd.readouterr()
     assert "replies in doubt" in out + err
     no_key(salebot_emulator, out, err)
+
+
+def test_an_event_no_run_took_is_handled_by_the_next_run(
+    salebot_emulator: Any, run_dag: Any, example: Any
+) -> None:
+    """Airflow 3.3 can leave an event out of every run (apache/airflow#56050): a later run takes it."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    (client,) = salebot_emulator.seed_clients(1, seed=14, with_deals=False)
+    with salebot_emulator.state.lock:
+        deal = salebot_emulator.state.add_deal(client, 101)
+    dag = example("salebot_reply_followup")
+    run_dag(dag, logical_date=None)  # the asset is in the database
+    with create_session() as session:
+        asset_id = session.scalar(select(AssetModel.id).where(AssetModel.name == "salebot_inbound_messages"))
+        payload = {"id": "9200", "client_id": client, "is_input": True, "labels": []}
+        session.add(AssetEvent(asset_id=asset_id, extra={"payload": payload}))  # stored, in no run
+    result = task_instances(run_dag(dag, logical_date=None))["follow_up"].xcom_pull(task_ids="follow_up")
+    assert (result["triggering"], result["moved"]) == (0, 1)
+    assert salebot_emulator.deal(deal.id).state_id == 102
+    again = task_instances(run_dag(dag, logical_date=None))["follow_up"].xcom_pull(task_ids="follow_up")
+    assert again["moved"] == 0  # handled once

@@ -347,6 +347,26 @@ def test_two_receivers_forward_to_one_stream_and_the_watcher_takes_each_message_
     assert group["pending"] == 0  # every entry acknowledged once stored (the repeat too)
 
 
+def test_an_airflow_redis_connection_gives_the_url_and_keeps_the_password_out_of_the_kwargs(
+    tmp_path: Path, fake_redis: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = {"conn_type": "redis", "host": "redis.internal", "port": 6380, "password": "s3cr/t"}
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_REDIS", json.dumps({**connection, "extra": {"db": 2}}))
+    urls: list[str] = []
+    monkeypatch.setattr(
+        redis.asyncio.Redis,
+        "from_url",
+        staticmethod(lambda url, **kw: urls.append(url) or fakeredis.FakeAsyncRedis(server=fake_redis)),
+    )
+    spool = Spool(tmp_path)
+    trigger = SalebotMessageTrigger(redis="webhook_redis", start="beginning", poll_interval=0.05)
+    assert "s3cr" not in json.dumps(trigger.serialize())
+    spool.post(message(1))
+    asyncio.run(forward([tmp_path], 1, fake_redis))
+    assert [e["id"] for e in asyncio.run(drive(trigger, Store(), 1))] == ["1"]
+    assert urls[1:] == ["redis://:s3cr%2Ft@redis.internal:6380/2"]  # after the forwarder's
+
+
 def test_an_entry_is_acknowledged_only_once_stored_and_a_restarted_consumer_takes_it_back(
     tmp_path: Path, fake_redis: fakeredis.FakeServer
 ) -> None:
@@ -377,6 +397,44 @@ def test_an_entry_is_acknowledged_only_once_stored_and_a_restarted_consumer_take
     )
     assert [e["id"] for e in again] == ["1", "2"]
     assert asyncio.run(pending()) == 0
+
+
+def test_an_acknowledgement_that_fails_never_ends_the_watcher_and_is_made_later(
+    tmp_path: Path,
+    fake_redis: fakeredis.FakeServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis goes away between reading and acknowledging (seen in make e2e): no raise, no repeat."""
+    spool = Spool(tmp_path)
+    spool.post(message(1), message(2))
+    asyncio.run(forward([tmp_path], 2, fake_redis))
+    real, failures = fakeredis.FakeAsyncRedis.xack, []
+
+    async def flaky(self: Any, *args: Any) -> Any:
+        if not failures:
+            failures.append(args)
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return await real(self, *args)
+
+    monkeypatch.setattr(fakeredis.FakeAsyncRedis, "xack", flaky)
+    store = Store()
+    url = "redis://127.0.0.1:6379/2"
+    with caplog.at_level(logging.WARNING):
+        events = asyncio.run(
+            drive(
+                SalebotMessageTrigger(redis=url, start="beginning", poll_interval=0.05), store, 3, within=2.0
+            )
+        )
+    assert failures  # the acknowledgement did fail once
+    assert [e["id"] for e in events] == ["1", "2"]  # each once, although its entry was read again
+    assert "acknowledging" in caplog.text
+
+    async def pending() -> int:
+        [group] = await fakeredis.FakeAsyncRedis(server=fake_redis).xinfo_groups("salebot:webhook")
+        return int(group["pending"])
+
+    assert asyncio.run(pending()) == 0  # acknowledged later, as repeats
 
 
 def test_a_redis_outage_delays_and_loses_nothing(
