@@ -25,6 +25,7 @@ import contextlib
 import glob
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -972,6 +973,8 @@ def quota_tests_on_real_redis(redis_port: int) -> list[str]:
 # ------------------------------------------------------------------------------- the webhook loop
 
 #: What the replying clients write: the first two are unsubscribes, the rest move a deal on.
+#: Clients who reply within one second (the issue's "50 messages posted in one second").
+REPLIES = 50
 STOPS = ("стоп", "СТОП, хватит")
 OTHERS = ("да", "хочу оплатить", "а когда доставка?", "ок", "👍", "беру")
 
@@ -1042,9 +1045,12 @@ def webhook_loop(
             for c in sorted(emulator.state.clients)[2000:]
             if (deal := emulator.state.current_deal(c)) is not None and deal.state_id in (101, 102)
         ]
-    outage_clients = open_deals[12:24]
-    replying = open_deals[:12]
-    texts = dict(zip(replying, [*STOPS, *OTHERS, *OTHERS[:4]], strict=True))
+    if len(open_deals) < REPLIES + 12:
+        return [f"only {len(open_deals)} clients with an open deal to reply; {REPLIES + 12} are needed"]
+    replying = open_deals[:REPLIES]  # all within a second
+    outage_clients = open_deals[REPLIES : REPLIES + 12]
+    others = itertools.islice(itertools.cycle(OTHERS), REPLIES - 4)
+    texts = dict(zip(replying, [*STOPS, *STOPS, *others], strict=True))
     texts.update(zip(outage_clients, [*STOPS, *OTHERS, *OTHERS[:4]], strict=True))
     stoppers = [c for c, t in texts.items() if t in STOPS]
     with emulator.state.lock:

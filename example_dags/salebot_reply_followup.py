@@ -90,6 +90,7 @@ with DAG(
             "moved": 0,
             "repeats": 0,
             "no_deal": 0,
+            "notices": 0,
             "in_doubt": [],
         }
         with SalebotHook() as hook:
@@ -100,6 +101,11 @@ with DAG(
                     continue
                 if message in started:  # a try that died mid-send: it may have gone out
                     done["in_doubt"].append(message)
+                    continue
+                if event.get("notice"):  # "user_blocked", "subscribe"...: Salebot's, not a reply
+                    done["notices"] += 1
+                    handled = [*handled, message][-REMEMBERED:]
+                    ledger.set("reply_followup:handled", handled)
                     continue
                 started.add(message)
                 ledger.set("reply_followup:started", sorted(started))

@@ -9,7 +9,9 @@ records again on restart, which the readers drop by message id.
 
 It also trims the stream, never past its slowest consumer group: entries older than every group's
 oldest pending entry (or, with none pending, its last delivered one) are removed. With no group
-yet, nothing is trimmed.
+yet, nothing is trimmed. A group that holds entries back for a day (its watcher is gone: the DAG
+was deleted or its filters changed, which names a new group) is named in a warning once an hour,
+with the command that removes it; the forwarder never removes a group itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -34,6 +37,12 @@ STREAM = "salebot:webhook"
 BATCH = 500
 #: Seconds between trims of the stream.
 TRIM_EVERY = 30.0
+#: Seconds a group may hold the stream's oldest entries back before a warning names it.
+STALE_AFTER = 86_400.0
+#: Seconds between two warnings about the same group.
+STALE_WARN_EVERY = 3_600.0
+#: (stream, group) -> when it was last named in a warning (monotonic seconds).
+_stale_warned: dict[tuple[str, str], float] = {}
 
 
 def shown_url(url: str) -> str:
@@ -59,12 +68,15 @@ def _save_position(path: Path, position: Position) -> None:
     os.replace(temporary, path)
 
 
-async def trim(client: Any, stream: str) -> int:
+async def trim(client: Any, stream: str, stale_after: float = STALE_AFTER) -> int:
     """
     Remove the entries every consumer group is done with; return how many were removed.
 
+    A group whose oldest entry not done with is older than ``stale_after`` is named in a warning.
+
     :param client: a ``redis.asyncio`` client.
     :param stream: the stream's name.
+    :param stale_after: seconds a group may hold entries back before it is named.
     """
     try:
         groups = await client.xinfo_groups(stream)
@@ -72,18 +84,50 @@ async def trim(client: Any, stream: str) -> int:
         return 0
     if not groups:
         return 0
-    floors = []
+    floors: dict[str, str] = {}
     for group in groups:
-        name = group["name"]
+        name = _as_text(group["name"])
         if int(group.get("pending") or 0):
             summary = await client.xpending(stream, name)
-            floors.append(_as_text(summary["min"]))
+            floors[name] = _as_text(summary["min"])
         else:
             last = _as_text(group.get("last-delivered-id") or "0-0")
             millis, sequence = (int(p) for p in last.split("-"))
-            floors.append(f"{millis}-{sequence + 1}")
-    floor = min(floors, key=lambda entry: tuple(int(p) for p in entry.split("-")))
+            floors[name] = f"{millis}-{sequence + 1}"
+    await _name_stale(client, stream, floors, stale_after)
+    floor = min(floors.values(), key=_entry_key)
     return int(await client.xtrim(stream, minid=floor, approximate=False))
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    millis, sequence = (int(p) for p in entry.split("-"))
+    return millis, sequence
+
+
+async def _name_stale(client: Any, stream: str, floors: dict[str, str], stale_after: float) -> None:
+    """Warn of each group that holds back an entry older than ``stale_after`` seconds."""
+    newest = await client.xrevrange(stream, count=1)
+    if not newest:
+        return
+    last = _entry_key(_as_text(newest[0][0]))
+    oldest_allowed = (time.time() - stale_after) * 1000
+    for name, floor in floors.items():
+        key = _entry_key(floor)
+        if key > last or key[0] >= oldest_allowed:
+            continue  # done with every entry, or behind by less than stale_after
+        if time.monotonic() - _stale_warned.get((stream, name), -math.inf) < STALE_WARN_EVERY:
+            continue
+        _stale_warned[(stream, name)] = time.monotonic()
+        log.warning(
+            "Salebot webhook: consumer group %s has not taken entries of stream %s for over %.0f hours, "
+            "so the stream is not trimmed past them. If its watcher is gone (its DAG deleted, or its "
+            "filters changed, which names a new group), remove it: XGROUP DESTROY %s %s",
+            name,
+            stream,
+            stale_after / 3600,
+            stream,
+            name,
+        )
 
 
 def _as_text(value: Any) -> str:

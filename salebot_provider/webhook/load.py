@@ -47,6 +47,8 @@ COLUMNS = (
     "receiver",
 )
 _JSON_COLUMNS = ("attachments", "variables", "extra")
+#: The columns left empty with ``include_text=False``: what a person wrote, or who they are.
+_PERSONAL = ("text", "attachments", "name", "avatar", "recepient", "variables", "extra")
 
 
 class LoadWebhookMessagesOperator(BaseOperator):
@@ -78,9 +80,11 @@ class LoadWebhookMessagesOperator(BaseOperator):
         (templated)
     :param destination: the folder the output and the manifest go to. (templated)
     :param format: ``"jsonl"`` (default) or ``"parquet"`` (needs ``pyarrow``). (templated)
-    :param include_text: load the text and attachments (default True: the warehouse is the place for
-        them); False keeps only ids and flags.
-    :param include_payload: also load the payload exactly as Salebot posted it (column ``payload``).
+    :param include_text: load what a person wrote or is (default True: the warehouse is the place for
+        it); False leaves ``text``, ``attachments``, ``name``, ``avatar``, ``recepient``,
+        ``variables`` and ``extra`` empty, keeping ids, flags and times.
+    :param include_payload: also load the payload exactly as Salebot posted it (column ``payload``);
+        it holds the text, so it needs ``include_text``.
     :return: ``{"segments", "messages", "repeats", "unreadable", "destination"}``.
     """
 
@@ -105,6 +109,11 @@ class LoadWebhookMessagesOperator(BaseOperator):
         self.include_payload = include_payload
         if isinstance(format, str) and "{{" not in format:
             self._check_format(format)
+        if include_payload and not include_text:
+            raise SalebotValidationError(
+                "LoadWebhookMessagesOperator: 'include_payload' loads the text as Salebot posted it, "
+                "so it cannot go with include_text=False"
+            )
 
     @staticmethod
     def _check_format(value: Any) -> None:
@@ -213,7 +222,7 @@ class LoadWebhookMessagesOperator(BaseOperator):
                     id=message_id, received_at=record.get("received_at"), receiver=record.get("receiver")
                 )
                 if not self.include_text:
-                    row.update(text=None, attachments=None, name=None, avatar=None)
+                    row.update(dict.fromkeys(_PERSONAL))
                 for column in _JSON_COLUMNS:
                     if row[column] is not None:
                         row[column] = json.dumps(row[column], ensure_ascii=False)

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from salebot_provider.webhook.model import WebhookPayloadError, decode_body, parse_message
-from salebot_provider.webhook.spool import SpoolSettings, SpoolWriter, list_segments, record_line
+from salebot_provider.webhook.spool import (
+    SpoolInUseError,
+    SpoolSettings,
+    SpoolWriter,
+    list_segments,
+    record_line,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -46,6 +52,8 @@ log = logging.getLogger("salebot_provider.webhook")
 _SECRET = re.compile(r"^[A-Za-z0-9_\-]{16,200}$")
 #: Request headers kept with a dead letter (never Authorization or cookies).
 _KEPT_HEADERS = ("content-type", "content-length", "user-agent", "x-forwarded-for", "x-real-ip")
+#: Bodies up to this many bytes are parsed in the event loop; bigger ones in a thread.
+INLINE_PARSE = 64 * 1024
 
 
 @dataclass
@@ -139,9 +147,10 @@ class Receiver:
                 return JSONResponse({"status": "error", "error": "body too large"}, status_code=413)
         received_at = time.time()
         try:
-            payload = decode_body(bytes(body))
-            message = parse_message(payload)
-            line = record_line(message.as_dict(), payload, self.settings.name, received_at)
+            if len(body) <= INLINE_PARSE:
+                line = self._line(bytes(body), received_at)
+            else:  # a big body (a Python-literal one is slow to read) must not hold up the others
+                line = await asyncio.to_thread(self._line, bytes(body), received_at)
         except WebhookPayloadError as exc:
             return await self._reject(bytes(body), str(exc), request, received_at)
         try:
@@ -154,6 +163,11 @@ class Receiver:
         if self.forwarder is not None:
             self.forwarder.wake()
         return JSONResponse({"status": "ok"})
+
+    def _line(self, body: bytes, received_at: float) -> bytes:
+        """The spool line of one body, or :class:`WebhookPayloadError`."""
+        payload = decode_body(body)
+        return record_line(parse_message(payload).as_dict(), payload, self.settings.name, received_at)
 
     async def _reject(self, body: bytes, reason: str, request: Request, received_at: float) -> Response:
         """Keep a body that is not a message whole, then answer 400."""
@@ -428,9 +442,13 @@ def main(argv: list[str] | None = None) -> None:
         port,
         settings.prefix,
     )
+    try:
+        app = create_app(settings)
+    except SpoolInUseError as exc:
+        raise SystemExit(f"salebot-webhook: {exc}") from None
     # No access log: it would print the secret path of every request.
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         access_log=False,

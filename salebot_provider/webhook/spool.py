@@ -1,7 +1,8 @@
 """
 The receiver's spool: webhook messages appended to JSON Lines segment files, and read back in order.
 
-A spool is one folder, written by one receiver process. Messages go into the open segment,
+A spool is one folder, written by one receiver process (it holds ``receiver.lock`` locked; a second
+receiver on the folder is refused with :class:`SpoolInUseError`). Messages go into the open segment,
 ``seg-<number>.jsonl.open``; it is closed (flushed, synced, renamed ``seg-<number>.jsonl``) when it
 reaches ``segment_bytes`` or ``segment_seconds``, and the next number is opened. Each line is one
 record: ``{"v": 1, "received_at", "receiver", "message": <normalized>, "payload": <as posted>}``.
@@ -31,6 +32,31 @@ from typing import Any, NamedTuple
 _SEGMENT = re.compile(r"^seg-(\d{10})\.jsonl(\.open)?$")
 #: The most bytes one group write gathers from waiting requests.
 _BATCH_BYTES = 4 * 2**20
+#: The file a receiver holds locked while it writes the spool (it names the process).
+LOCK_NAME = "receiver.lock"
+
+
+class SpoolInUseError(RuntimeError):
+    """Another receiver process writes this spool folder: each needs a folder of its own."""
+
+
+def _hold_folder(folder: Path) -> int:
+    """Lock the spool folder for this process (released when it ends, however it ends)."""
+    import fcntl
+
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SpoolInUseError(
+            f"spool folder {folder} is in use by another receiver (process {holder}); each receiver "
+            "needs a spool folder of its own"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class Position(NamedTuple):
@@ -106,6 +132,7 @@ class SpoolWriter:
         self.settings = settings
         self.folder = Path(settings.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._folder_lock: int | None = _hold_folder(self.folder)
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
         self._pending_cond = threading.Condition(threading.Lock())
@@ -188,9 +215,12 @@ class SpoolWriter:
         return None
 
     def close(self) -> None:
-        """Write what is waiting and close the open segment (graceful shutdown)."""
+        """Write what is waiting, close the open segment and let the folder go (graceful shutdown)."""
         self._flush_pending()
         self.close_segment()
+        if self._folder_lock is not None:
+            os.close(self._folder_lock)
+            self._folder_lock = None
 
     @property
     def position(self) -> Position:

@@ -21,7 +21,16 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
-from airflow.triggers.shared_stream import AdvanceItem, AdvanceOutcome, SharedStreamProducer
+
+try:
+    from airflow.triggers.shared_stream import AdvanceItem, AdvanceOutcome, SharedStreamProducer
+except ImportError as exc:  # Airflow 3.0 to 3.2: no shared streams, no asset state store
+    from airflow import __version__ as _airflow_version
+
+    raise ImportError(
+        f"SalebotMessageTrigger needs Airflow 3.3 or later (its shared streams and asset state store); "
+        f"this is Airflow {_airflow_version}. The rest of the provider works on 3.0 and later."
+    ) from exc
 
 from salebot_provider.exceptions import SalebotValidationError
 from salebot_provider.webhook.spool import START, Position, SpoolReader

@@ -1,4 +1,4 @@
-"""salebot_reply_followup on given events: "стоп" unsubscribes, a reply moves the deal, each once."""
+"""salebot_reply_followup: "стоп" unsubscribes, a reply moves the deal, each once; a notice does nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def events_for(stop: int, other: int, no_deal: int) -> list[dict[str, Any]]:
         {"id": "9002", "client_id": other, "is_input": True, "labels": []},
         {"id": "9003", "client_id": no_deal, "is_input": True, "labels": []},
         {"id": "9002", "client_id": other, "is_input": True, "labels": []},  # the same message twice
+        {"id": "9004", "client_id": other, "is_input": True, "notice": "user_blocked", "labels": []},
     ]
 
 
@@ -29,12 +30,13 @@ def test_each_reply_is_handled_once_and_a_replayed_event_sends_nothing(
     ti = task_instances(first)["follow_up"]
     assert ti.state == "success"
     assert ti.xcom_pull(task_ids="follow_up") == {
-        "events": 3,  # the message given twice is one
+        "events": 4,  # the message given twice is one
         "triggering": 0,
         "stopped": 1,
-        "moved": 1,
+        "moved": 1,  # once: the client's notice moved nothing
         "repeats": 0,
         "no_deal": 1,
+        "notices": 1,
         "in_doubt": [],
     }
     assert salebot_emulator.client(stop).variables["unsubscribed"] == 1
@@ -43,7 +45,7 @@ def test_each_reply_is_handled_once_and_a_replayed_event_sends_nothing(
     assert salebot_emulator.deal(deal.id).state_id == 102
     # The same events again (a triggerer crash redelivers them, or a user replays them): nothing twice.
     again = run_dag(dag, logical_date=None, events=events)
-    assert task_instances(again)["follow_up"].xcom_pull(task_ids="follow_up")["repeats"] == 3
+    assert task_instances(again)["follow_up"].xcom_pull(task_ids="follow_up")["repeats"] == 4
     assert len(salebot_emulator.outbox) == 1
     assert salebot_emulator.deal(deal.id).state_id == 102
     no_key(salebot_emulator, *capfd.readouterr())

@@ -110,17 +110,33 @@ def test_parquet_without_the_text_when_asked(tmp_path: Path) -> None:
     writer = SpoolWriter(SpoolSettings(folder=spool))
     post(writer, 1, 2)
     writer.close()
-    result = load(spool, out, format="parquet", include_text=False, include_payload=True)
+    result = load(spool, out, format="parquet", include_text=False)
     assert result["messages"] == 2
     table = pq.read_table(out / "seg-0000000001.parquet")
-    assert table.column_names == [*COLUMNS, "payload"]
+    assert table.column_names == list(COLUMNS)
     assert table.column("client_id").to_pylist() == [40000001, 40000002]
-    assert table.column("text").to_pylist() == [None, None]
+    for personal in ("text", "attachments", "name", "avatar", "recepient", "variables", "extra"):
+        assert table.column(personal).to_pylist() == [None, None], personal
+    assert "текст" not in (out / "seg-0000000001.parquet").read_bytes().decode("utf-8", "replace")
+
+
+def test_parquet_with_the_payload_as_posted(tmp_path: Path) -> None:
+    spool, out = tmp_path / "spool", tmp_path / "out"
+    writer = SpoolWriter(SpoolSettings(folder=spool))
+    post(writer, 1, 2)
+    writer.close()
+    load(spool, out, format="parquet", include_payload=True)
+    table = pq.read_table(out / "seg-0000000001.parquet")
+    assert table.column_names == [*COLUMNS, "payload"]
     assert json.loads(table.column("payload").to_pylist()[0])["message"] == "текст 1"
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(SalebotValidationError, match="'format' must be 'jsonl' or 'parquet'"):
         LoadWebhookMessagesOperator(task_id="x", source="/s", destination="/d", format="csv")
+    with pytest.raises(SalebotValidationError, match="'include_payload' loads the text"):
+        LoadWebhookMessagesOperator(
+            task_id="x", source="/s", destination="/d", include_text=False, include_payload=True
+        )
     with pytest.raises(Exception, match="does not exist"):
         load(tmp_path / "nowhere", tmp_path / "out")

@@ -103,6 +103,32 @@ def test_a_body_that_is_not_a_message_is_kept_whole_and_answered_400(
     assert spooled(tmp_path / "spool") == []
 
 
+def test_a_big_body_is_parsed_off_the_event_loop_and_a_small_one_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    on_loop: list[bool] = []
+    real = receiver_module.decode_body
+
+    def decode_body(body: bytes) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return real(body)
+
+    monkeypatch.setattr(receiver_module, "decode_body", decode_body)
+    app = create_app(ReceiverSettings(spool=tmp_path / "spool", secret=SECRET, name="r1"))
+    big = repr(payload(2, text="x" * 100_000)).encode()  # a Python literal, not JSON: the slow path
+    with TestClient(app) as test_client:
+        assert test_client.post(f"/{SECRET}", json=payload(1)).status_code == 200
+        assert test_client.post(f"/{SECRET}", content=big).status_code == 200
+    assert on_loop == [True, False]
+    assert [r["message"]["id"] for r in spooled(tmp_path / "spool")] == ["1", "2"]
+
+
 def test_an_oversized_body_is_refused_without_being_read(client: TestClient, tmp_path: Path) -> None:
     reply = client.post(f"/{SECRET}", content=b"x" * 5000)
     assert reply.status_code == 413
@@ -269,6 +295,28 @@ def test_killed_at_a_random_moment_under_load_every_acknowledged_message_survive
     in_spool = [r["message"]["id"] for r in records]
     assert set(acknowledged) <= set(in_spool)
     assert len(in_spool) == len(set(in_spool))  # and none twice
+
+
+def test_a_second_receiver_on_the_same_spool_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    spool, port = tmp_path / "spool", free_port()
+    process = start(spool, port)
+    try:
+        second = subprocess.run(
+            [str(Path(sys.executable).with_name("salebot-webhook")), "--spool", str(spool)],
+            env={**os.environ, "SALEBOT_WEBHOOK_SECRET": SECRET},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"spool folder {spool} is in use by another receiver (process {process.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        with httpx.Client() as http:  # the first goes on
+            assert http.post(f"http://127.0.0.1:{port}/{SECRET}", json=payload(1)).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def test_the_console_script_refuses_a_missing_secret(tmp_path: Path) -> None:

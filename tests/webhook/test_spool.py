@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import pytest
 from salebot_provider.webhook.spool import (
     START,
     Position,
+    SpoolInUseError,
     SpoolReader,
     SpoolSettings,
     SpoolWriter,
@@ -31,6 +33,27 @@ def line(n: int, text: str = "hi") -> bytes:
 
 def ids(records: list) -> list[str]:
     return [record["message"]["id"] for record, _, _ in records]
+
+
+def die(writer: SpoolWriter) -> None:
+    """What a kill -9 leaves: the process's files closed by the system, nothing flushed or renamed."""
+    for fd in (writer._fd, writer._folder_lock):
+        if fd is not None:
+            os.close(fd)
+    writer._fd = writer._folder_lock = None
+
+
+def test_a_second_writer_on_the_folder_is_refused_until_the_first_lets_it_go(tmp_path: Path) -> None:
+    first = SpoolWriter(SpoolSettings(folder=tmp_path))
+    first.append(line(1))
+    with pytest.raises(SpoolInUseError, match=rf"spool folder {tmp_path} is in use .*process {os.getpid()}"):
+        SpoolWriter(SpoolSettings(folder=tmp_path))
+    assert ids(SpoolReader(tmp_path).read()) == ["1"]  # the refused one touched nothing
+    first.close()
+    second = SpoolWriter(SpoolSettings(folder=tmp_path))  # a graceful stop lets the folder go
+    second.append(line(2))
+    assert ids(SpoolReader(tmp_path).read()) == ["1", "2"]
+    second.close()
 
 
 def test_a_record_is_in_the_file_when_append_returns(tmp_path: Path) -> None:
@@ -79,6 +102,7 @@ def test_a_line_a_crash_cut_short_is_cut_off_at_restart_and_never_read(tmp_path:
     with path.open("ab") as file:
         file.write(line(3)[:25])  # the write of an unacknowledged request, cut by kill -9
     assert ids(SpoolReader(tmp_path).read()) == ["1", "2"]  # never a half line
+    die(writer)
     again = SpoolWriter(SpoolSettings(folder=tmp_path))  # the receiver starts again
     assert [(n, c) for n, _, c in list_segments(tmp_path)] == [(1, True)]
     assert path.with_name(segment_name(1)).read_bytes().endswith(b"\n")

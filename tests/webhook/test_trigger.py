@@ -524,3 +524,56 @@ def test_the_stream_is_never_trimmed_past_the_slowest_group(fake_redis: fakeredi
     assert first == 0  # the slow group still holds its pending entries
     assert second == 4
     assert left == 6
+
+
+def test_a_group_that_holds_entries_back_for_a_day_is_named_with_the_way_to_remove_it(
+    fake_redis: fakeredis.FakeServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from salebot_provider.webhook import forward
+
+    monkeypatch.setattr(forward, "_stale_warned", {})
+    two_days_ago = int((time.time() - 2 * 86_400) * 1000)
+
+    async def scenario() -> tuple[int, int]:
+        client = fakeredis.FakeAsyncRedis(server=fake_redis)
+        ids = [
+            await client.xadd("salebot:webhook", {"r": str(n)}, id=f"{two_days_ago}-{n}") for n in range(3)
+        ]
+        ids.append(await client.xadd("salebot:webhook", {"r": "new"}))
+        await client.xgroup_create("salebot:webhook", "salebot:live", id="0")
+        await client.xgroup_create("salebot:webhook", "salebot:gone", id="0")  # its watcher never came
+        await client.xreadgroup("salebot:live", "c", {"salebot:webhook": ">"}, count=10)
+        await client.xack("salebot:webhook", "salebot:live", *ids)
+        first = await trim(client, "salebot:webhook")
+        second = await trim(client, "salebot:webhook")  # within the hour: not named again
+        await client.xgroup_destroy("salebot:webhook", "salebot:gone")
+        third = await trim(client, "salebot:webhook")
+        return first + second, third
+
+    with caplog.at_level(logging.WARNING):
+        held, trimmed = asyncio.run(scenario())
+    assert held == 0  # the forgotten group holds every entry
+    assert trimmed == 4  # once it is removed, the live group's entries go
+    warnings = [r.getMessage() for r in caplog.records if "has not taken entries" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "salebot:gone" in warnings[0]
+    assert "XGROUP DESTROY salebot:webhook salebot:gone" in warnings[0]
+    assert "salebot:live" not in warnings[0]
+
+
+def test_on_airflow_before_3_3_the_trigger_says_what_it_needs() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['airflow.triggers.shared_stream'] = None  # as on Airflow 3.0 to 3.2\n"
+        "try:\n"
+        "    import salebot_provider.webhook.trigger\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "SalebotMessageTrigger needs Airflow 3.3 or later" in done.stdout
