@@ -102,15 +102,12 @@ with DAG(
                 if message in started:  # a try that died mid-send: it may have gone out
                     done["in_doubt"].append(message)
                     continue
-                if event.get("notice"):  # "user_blocked", "subscribe"...: Salebot's, not a reply
-                    done["notices"] += 1
-                    handled = [*handled, message][-REMEMBERED:]
-                    ledger.set("reply_followup:handled", handled)
-                    continue
                 started.add(message)
                 ledger.set("reply_followup:started", sorted(started))
                 try:
-                    if "stop" in (event.get("labels") or []):
+                    if event.get("notice"):  # "user_blocked", "subscribe"...: Salebot's, not a reply
+                        done["notices"] += 1
+                    elif "stop" in (event.get("labels") or []):
                         hook.save_variables({"client.unsubscribed": 1}, client_id=client_id)
                         hook.message(client_id, message=CONFIRMATION)
                         done["stopped"] += 1

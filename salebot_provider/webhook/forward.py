@@ -84,19 +84,18 @@ async def trim(client: Any, stream: str, stale_after: float = STALE_AFTER) -> in
         return 0
     if not groups:
         return 0
-    floors: dict[str, str] = {}
+    floors: dict[str, tuple[int, int]] = {}  # each group's first entry not done with
     for group in groups:
         name = _as_text(group["name"])
         if int(group.get("pending") or 0):
             summary = await client.xpending(stream, name)
-            floors[name] = _as_text(summary["min"])
+            floors[name] = _entry_key(_as_text(summary["min"]))
         else:
-            last = _as_text(group.get("last-delivered-id") or "0-0")
-            millis, sequence = (int(p) for p in last.split("-"))
-            floors[name] = f"{millis}-{sequence + 1}"
+            millis, sequence = _entry_key(_as_text(group.get("last-delivered-id") or "0-0"))
+            floors[name] = (millis, sequence + 1)
     await _name_stale(client, stream, floors, stale_after)
-    floor = min(floors.values(), key=_entry_key)
-    return int(await client.xtrim(stream, minid=floor, approximate=False))
+    millis, sequence = min(floors.values())
+    return int(await client.xtrim(stream, minid=f"{millis}-{sequence}", approximate=False))
 
 
 def _entry_key(entry: str) -> tuple[int, int]:
@@ -104,17 +103,21 @@ def _entry_key(entry: str) -> tuple[int, int]:
     return millis, sequence
 
 
-async def _name_stale(client: Any, stream: str, floors: dict[str, str], stale_after: float) -> None:
+async def _name_stale(
+    client: Any, stream: str, floors: dict[str, tuple[int, int]], stale_after: float
+) -> None:
     """Warn of each group that holds back an entry older than ``stale_after`` seconds."""
+    oldest_allowed = (time.time() - stale_after) * 1000
+    old = {name: floor for name, floor in floors.items() if floor[0] < oldest_allowed}
+    if not old:
+        return  # the usual case: no second round trip
     newest = await client.xrevrange(stream, count=1)
     if not newest:
         return
     last = _entry_key(_as_text(newest[0][0]))
-    oldest_allowed = (time.time() - stale_after) * 1000
-    for name, floor in floors.items():
-        key = _entry_key(floor)
-        if key > last or key[0] >= oldest_allowed:
-            continue  # done with every entry, or behind by less than stale_after
+    for name, floor in old.items():
+        if floor > last:
+            continue  # done with every entry the stream holds
         if time.monotonic() - _stale_warned.get((stream, name), -math.inf) < STALE_WARN_EVERY:
             continue
         _stale_warned[(stream, name)] = time.monotonic()

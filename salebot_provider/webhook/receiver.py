@@ -145,14 +145,14 @@ class Receiver:
             if len(body) > self.settings.max_body:
                 self.counts["too_large"] += 1
                 return JSONResponse({"status": "error", "error": "body too large"}, status_code=413)
-        received_at = time.time()
+        received_at, data = time.time(), bytes(body)
         try:
-            if len(body) <= INLINE_PARSE:
-                line = self._line(bytes(body), received_at)
+            if len(data) <= INLINE_PARSE:
+                line = self._line(data, received_at)
             else:  # a big body (a Python-literal one is slow to read) must not hold up the others
-                line = await asyncio.to_thread(self._line, bytes(body), received_at)
+                line = await asyncio.to_thread(self._line, data, received_at)
         except WebhookPayloadError as exc:
-            return await self._reject(bytes(body), str(exc), request, received_at)
+            return await self._reject(data, str(exc), request, received_at)
         try:
             await self.writer.append_async(line)
         except OSError as exc:
