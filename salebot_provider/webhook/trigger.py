@@ -399,6 +399,7 @@ class _SpoolProducer(_Producer):
         reader.position = self.position
         errors = 0
         while True:
+            _stop_if_cancelled()
             try:
                 if self.rewind is not None:
                     # What follows the rewind point was stored (seen) or is still in flight: only
@@ -487,6 +488,7 @@ class _StreamProducer(_Producer):
         self.group = self._group_name()
         errors = 0
         while True:
+            _stop_if_cancelled()
             try:
                 if self.client is None:
                     url = await self._url()
@@ -615,6 +617,20 @@ class _StreamProducer(_Producer):
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+
+
+def _stop_if_cancelled() -> None:
+    """
+    Raise a cancellation that a library swallowed, so that the triggerer's stop ends the read loop.
+
+    On Python 3.11, ``asyncio.wait_for`` (used inside Redis clients) can return a result and drop a
+    cancel that came at the same moment; the task stays marked as cancelling and would otherwise read
+    on forever while the triggerer waits for it to end.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: Any) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -577,3 +579,34 @@ def test_on_airflow_before_3_3_the_trigger_says_what_it_needs() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "SalebotMessageTrigger needs Airflow 3.3 or later" in done.stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a swallowed cancel is seen by Task.cancelling, 3.11+")
+def test_a_cancel_the_redis_client_swallows_still_ends_the_watcher(
+    tmp_path: Path, fake_redis: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's ``asyncio.wait_for`` in a client can drop a cancel: the triggerer's stop still ends."""
+    spool = Spool(tmp_path)
+    spool.post(message(1))
+    asyncio.run(forward([tmp_path], 1, fake_redis))
+    real, swallowed = fakeredis.FakeAsyncRedis.xreadgroup, []
+
+    async def swallowing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            swallowed.append(args)
+            return []  # the cancel is lost, as in the race; the task is still marked as cancelling
+
+    monkeypatch.setattr(fakeredis.FakeAsyncRedis, "xreadgroup", swallowing)
+    trigger = SalebotMessageTrigger(redis="redis://127.0.0.1:6379/2", start="beginning", poll_interval=2.0)
+    events: list[dict[str, Any]] = []
+    # In a thread: were the read loop to go on, the unsubscribe (which waits for it) would never return.
+    runner = threading.Thread(
+        target=lambda: events.extend(asyncio.run(drive(trigger, Store(), 1))), daemon=True
+    )
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "the watcher's read loop went on after the triggerer stopped it"
+    assert [e["id"] for e in events] == ["1"]
+    assert swallowed  # the stop's cancel came during a read, and the client dropped it
